@@ -1,0 +1,17 @@
+//! Kindling's event model and its encodings.
+//!
+//! - [`model`]: what the kernel told us (socket syscalls, process lifecycle, /proc snapshots);
+//! - [`wire`]: decoding the kernel's ring-buffer records into that model;
+//! - [`capture`]: the recording file that `kindling capture --record` writes and `replay` reads;
+//! - [`json`]: the flat JSON view printed by `capture --json`;
+//! - [`redact`]: masking of secrets in payload heads, applied at decode time.
+//!
+//! Everything here is pure: no I/O beyond the reader/writer handed in.
+
+pub mod capture;
+pub mod json;
+pub mod model;
+pub mod redact;
+pub mod wire;
+
+pub use model::*;

@@ -1,0 +1,702 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * Kindling's kernel side: socket syscalls with payload heads, non-blocking
+ * connect completion, and process lifecycle.
+ *
+ * Hooks are tracepoints and BTF tracepoints only (no kprobes, no fentry), so
+ * the object loads on hardened kernels with CONFIG_KPROBES=n.
+ *
+ * Non-socket file descriptors are filtered here, at syscall entry, by looking
+ * the fd up in the task's fd table: a read() of a file never leaves the kernel.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+#include "kindling.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+#define EAGAIN 11
+#define EINPROGRESS 115
+/* Kernel-internal restart codes: never seen by user space, so never reported. */
+#define ERESTARTSYS 512
+#define ERESTART_RESTARTBLOCK 516
+
+/* Tunables, set by the loader before the object is loaded. */
+const volatile __u32 self_tgid = 0;
+const volatile __u32 snaplen = 512;
+const volatile bool filter_pids = false;
+const volatile bool filter_ports = false;
+/* Wake the reader only when this much data is waiting; it polls on a timer otherwise. */
+const volatile __u64 wakeup_bytes = 256 * 1024;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 << 20);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, KD_DROP__MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} drop_counts SEC(".maps");
+
+/* Processes to trace when filter_pids is set; children are added on fork. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 8192);
+	__type(key, __u32);
+	__type(value, __u8);
+} pid_filter SEC(".maps");
+
+/* Ports of interest when filter_ports is set (either end of the socket). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u8);
+} port_filter SEC(".maps");
+
+/* A socket syscall between its enter and its exit, per thread. */
+struct inflight {
+	__u64 ts;
+	__u64 buf;   /* buffer, iovec array, msghdr or mmsghdr array */
+	__u64 addr;  /* user sockaddr (connect, sendto, recvfrom) */
+	__u64 sk;
+	__u64 count; /* iovcnt or vlen */
+	__s32 fd;
+	__u16 syscall;
+	__u8 family;
+	__u8 proto;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 32768);
+	__type(key, __u32);
+	__type(value, struct inflight);
+} inflight SEC(".maps");
+
+/* A non-blocking connect waiting for its handshake, keyed by struct sock *. */
+struct pending_connect {
+	__u64 ts;
+	__u32 tgid;
+	__u32 tid;
+	__s32 fd;
+	__u32 _pad;
+	char comm[KD_COMM_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct pending_connect);
+} pending_connects SEC(".maps");
+
+/* Room to build a socket event with a payload head; twice the maximum so that
+ * variable offsets and sizes, each masked, provably stay inside. */
+struct sock_scratch {
+	struct kd_sock_event ev;
+	__u8 payload[KD_MAX_PAYLOAD * 2];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sock_scratch);
+} sock_scratch SEC(".maps");
+
+/* Force BTF for the wire structs so libbpf-cargo generates Rust types for them;
+ * crates/kindling-probe checks the decoder's offsets against those types. */
+struct kd_sock_event _kd_sock_event = {};
+struct kd_exec_event _kd_exec_event = {};
+struct kd_exit_event _kd_exit_event = {};
+struct kd_fork_event _kd_fork_event = {};
+struct kd_rename_event _kd_rename_event = {};
+
+static __always_inline void count_drop(__u32 reason)
+{
+	__u64 *v = bpf_map_lookup_elem(&drop_counts, &reason);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline void count_drops(__u32 reason, __u64 n)
+{
+	__u64 *v = bpf_map_lookup_elem(&drop_counts, &reason);
+	if (v)
+		*v += n;
+}
+
+static __always_inline __u64 wakeup_flag(void)
+{
+	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ? BPF_RB_FORCE_WAKEUP
+									       : BPF_RB_NO_WAKEUP;
+}
+
+static __always_inline void submit(void *data, __u64 size)
+{
+	if (bpf_ringbuf_output(&events, data, size, wakeup_flag()))
+		count_drop(KD_DROP_RINGBUF_FULL);
+}
+
+static __always_inline bool pid_wanted(__u32 tgid)
+{
+	if (tgid == self_tgid)
+		return false;
+	if (filter_pids && !bpf_map_lookup_elem(&pid_filter, &tgid))
+		return false;
+	return true;
+}
+
+static __always_inline bool port_wanted(__u16 sport, __u16 dport)
+{
+	if (!filter_ports)
+		return true;
+	__u32 k = sport;
+	__u8 *v = bpf_map_lookup_elem(&port_filter, &k);
+	if (v && *v)
+		return true;
+	k = dport;
+	v = bpf_map_lookup_elem(&port_filter, &k);
+	return v && *v;
+}
+
+static __always_inline void fill_header(struct kd_header *h, __u32 kind)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	h->ts_ns = bpf_ktime_get_ns();
+	h->kind = kind;
+	h->tgid = id >> 32;
+	h->tid = (__u32)id;
+	h->cpu = bpf_get_smp_processor_id();
+	bpf_get_current_comm(&h->comm, sizeof(h->comm));
+}
+
+/* fd -> struct sock *, only for TCP and UDP sockets over IPv4/IPv6. */
+static __always_inline struct sock *fd_to_inet_sock(int fd, __u8 *family, __u8 *proto)
+{
+	if (fd < 0)
+		return NULL;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	if (!fdt)
+		return NULL;
+	unsigned int max_fds = BPF_CORE_READ(fdt, max_fds);
+	if ((unsigned int)fd >= max_fds)
+		return NULL;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
+		return NULL;
+	umode_t mode = BPF_CORE_READ(f, f_inode, i_mode);
+	if ((mode & S_IFMT) != S_IFSOCK)
+		return NULL;
+	struct socket *sock = (struct socket *)BPF_CORE_READ(f, private_data);
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+	if (!sk)
+		return NULL;
+	__u16 fam = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (fam != AF_INET && fam != AF_INET6)
+		return NULL;
+	__u16 p = BPF_CORE_READ(sk, sk_protocol);
+	if (p != IPPROTO_TCP && p != IPPROTO_UDP)
+		return NULL;
+	*family = fam;
+	*proto = p;
+	return sk;
+}
+
+static __always_inline void read_tuple(struct sock *sk, struct kd_sock_event *e)
+{
+	e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (e->family == AF_INET) {
+		__u32 s = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		__u32 d = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		__builtin_memcpy(e->saddr, &s, 4);
+		__builtin_memcpy(e->daddr, &d, 4);
+	} else {
+		BPF_CORE_READ_INTO(&e->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&e->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	}
+}
+
+/* A peer address from a user sockaddr (sendto/recvfrom/msg_name/connect). */
+static __always_inline void read_user_peer(const void *uaddr, struct kd_sock_event *e)
+{
+	if (!uaddr)
+		return;
+	__u16 fam = 0;
+	if (bpf_probe_read_user(&fam, sizeof(fam), uaddr))
+		return;
+	if (fam == AF_INET) {
+		struct sockaddr_in sa = {};
+		if (bpf_probe_read_user(&sa, sizeof(sa), uaddr))
+			return;
+		__builtin_memset(e->daddr, 0, sizeof(e->daddr));
+		if (e->family == AF_INET6) {
+			/* v4 peer of a v6 socket: keep the v4-mapped form of the socket */
+			e->daddr[10] = 0xff;
+			e->daddr[11] = 0xff;
+			__builtin_memcpy(&e->daddr[12], &sa.sin_addr.s_addr, 4);
+		} else {
+			__builtin_memcpy(e->daddr, &sa.sin_addr.s_addr, 4);
+		}
+		e->dport = bpf_ntohs(sa.sin_port);
+	} else if (fam == AF_INET6) {
+		struct sockaddr_in6 sa6 = {};
+		if (bpf_probe_read_user(&sa6, sizeof(sa6), uaddr))
+			return;
+		__builtin_memcpy(e->daddr, &sa6.sin6_addr.in6_u.u6_addr8, 16);
+		e->dport = bpf_ntohs(sa6.sin6_port);
+	}
+}
+
+/* Copies up to `avail` bytes of user memory into the payload at `off`,
+ * never past the snaplen. Returns the bytes copied. */
+static __always_inline __u32 copy_payload(__u8 *payload, __u32 off, const void *src, __u64 avail)
+{
+	__u32 cap = snaplen > KD_MAX_PAYLOAD ? KD_MAX_PAYLOAD : snaplen;
+	if (off >= cap || !src)
+		return 0;
+	__u64 n = avail;
+	if (n > cap - off)
+		n = cap - off;
+	off &= KD_MAX_PAYLOAD - 1;
+	n &= 2 * KD_MAX_PAYLOAD - 1;
+	if (n > KD_MAX_PAYLOAD)
+		n = KD_MAX_PAYLOAD;
+	if (bpf_probe_read_user(payload + off, n, src))
+		return 0;
+	return n;
+}
+
+/* Payload head from an iovec array; `total` is what the syscall moved. */
+static __always_inline __u32 copy_iov(__u8 *payload, const struct iovec *iov, __u64 iovcnt,
+				      __u64 total)
+{
+	__u32 off = 0;
+	for (int i = 0; i < KD_MAX_IOV; i++) {
+		if (i >= iovcnt || total == 0)
+			break;
+		struct iovec v = {};
+		if (bpf_probe_read_user(&v, sizeof(v), &iov[i]))
+			break;
+		__u64 n = v.iov_len < total ? v.iov_len : total;
+		off += copy_payload(payload, off, v.iov_base, n);
+		total -= n;
+	}
+	return off;
+}
+
+static __always_inline struct sock_scratch *scratch(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&sock_scratch, &zero);
+}
+
+static __always_inline void emit_sock(struct kd_sock_event *e, __u32 payload_len)
+{
+	e->payload_len = payload_len;
+	submit(e, sizeof(*e) + (payload_len & (2 * KD_MAX_PAYLOAD - 1)));
+}
+
+static __always_inline int sock_enter(__u16 sys, int fd, __u64 buf, __u64 addr, __u64 count)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)id;
+	if (!pid_wanted(id >> 32))
+		return 0;
+	__u8 family = 0, proto = 0;
+	struct sock *sk = fd_to_inet_sock(fd, &family, &proto);
+	if (!sk)
+		return 0;
+	struct inflight a = {
+		.ts = bpf_ktime_get_ns(),
+		.buf = buf,
+		.addr = addr,
+		.sk = (__u64)sk,
+		.count = count,
+		.fd = fd,
+		.syscall = sys,
+		.family = family,
+		.proto = proto,
+	};
+	if (bpf_map_update_elem(&inflight, &tid, &a, BPF_ANY))
+		count_drop(KD_DROP_INFLIGHT_FULL);
+	return 0;
+}
+
+/* Fills the common part of a socket event from the remembered syscall. */
+static __always_inline struct kd_sock_event *start_sock_event(struct sock_scratch *s,
+							      struct inflight *a, long ret,
+							      __u32 kind)
+{
+	struct kd_sock_event *e = &s->ev;
+	__builtin_memset(e, 0, sizeof(*e));
+	fill_header(&e->hdr, kind);
+	e->latency_ns = e->hdr.ts_ns - a->ts;
+	e->ret = ret;
+	e->sock_id = a->sk;
+	e->fd = a->fd;
+	e->syscall = a->syscall;
+	e->family = a->family;
+	e->proto = a->proto;
+	read_tuple((struct sock *)a->sk, e);
+	return e;
+}
+
+static __always_inline bool is_hidden_error(long ret)
+{
+	return ret == -EAGAIN || (ret <= -ERESTARTSYS && ret >= -ERESTART_RESTARTBLOCK);
+}
+
+/* One event per message of a sendmmsg/recvmmsg. */
+static __always_inline void emit_mmsg(struct sock_scratch *s, struct inflight *a, long ret)
+{
+	struct mmsghdr *vec = (struct mmsghdr *)a->buf;
+	for (int i = 0; i < KD_MAX_MMSG; i++) {
+		if (i >= ret)
+			break;
+		struct mmsghdr m = {};
+		if (bpf_probe_read_user(&m, sizeof(m), &vec[i]))
+			break;
+		struct kd_sock_event *e = start_sock_event(s, a, ret, KD_EV_SOCK);
+		e->msg_index = i;
+		e->bytes = m.msg_len;
+		if (a->proto == IPPROTO_UDP)
+			read_user_peer(m.msg_hdr.msg_name, e);
+		if (!port_wanted(e->sport, e->dport))
+			continue;
+		__u32 len = 0;
+		if (m.msg_hdr.msg_iovlen > 0)
+			len = copy_iov(s->payload, m.msg_hdr.msg_iov, 1, m.msg_len);
+		emit_sock(e, len);
+	}
+	if (ret > KD_MAX_MMSG)
+		count_drops(KD_DROP_MMSG_TRUNCATED, ret - KD_MAX_MMSG);
+}
+
+static __always_inline int sock_exit(__u16 sys, long ret)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct inflight *p = bpf_map_lookup_elem(&inflight, &tid);
+	if (!p)
+		return 0;
+	struct inflight a = *p;
+	bpf_map_delete_elem(&inflight, &tid);
+	if (a.syscall != sys)
+		return 0;
+	if (is_hidden_error(ret))
+		return 0;
+	struct sock_scratch *s = scratch();
+	if (!s)
+		return 0;
+
+	if (sys == KD_SYS_SENDMMSG || sys == KD_SYS_RECVMMSG) {
+		if (ret > 0)
+			emit_mmsg(s, &a, ret);
+		return 0;
+	}
+
+	if (sys == KD_SYS_ACCEPT || sys == KD_SYS_ACCEPT4) {
+		if (ret < 0)
+			return 0;
+		/* The new connection's socket replaces the listener's. */
+		__u8 family = 0, proto = 0;
+		struct sock *sk = fd_to_inet_sock(ret, &family, &proto);
+		if (!sk)
+			return 0;
+		a.sk = (__u64)sk;
+		a.fd = ret;
+		a.family = family;
+		a.proto = proto;
+	}
+
+	struct kd_sock_event *e = start_sock_event(s, &a, ret, KD_EV_SOCK);
+	e->bytes = ret > 0 ? ret : 0;
+	__u32 len = 0;
+	bool done_now = false;
+	long done_ret = 0;
+
+	switch (sys) {
+	case KD_SYS_READ:
+	case KD_SYS_WRITE:
+		if (ret > 0)
+			len = copy_payload(s->payload, 0, (const void *)a.buf, ret);
+		break;
+	case KD_SYS_SENDTO:
+	case KD_SYS_RECVFROM:
+		if (a.proto == IPPROTO_UDP)
+			read_user_peer((const void *)a.addr, e);
+		if (ret > 0)
+			len = copy_payload(s->payload, 0, (const void *)a.buf, ret);
+		break;
+	case KD_SYS_READV:
+	case KD_SYS_WRITEV:
+		if (ret > 0)
+			len = copy_iov(s->payload, (const struct iovec *)a.buf, a.count, ret);
+		break;
+	case KD_SYS_SENDMSG:
+	case KD_SYS_RECVMSG: {
+		struct user_msghdr m = {};
+		if (bpf_probe_read_user(&m, sizeof(m), (const void *)a.buf))
+			break;
+		if (a.proto == IPPROTO_UDP)
+			read_user_peer(m.msg_name, e);
+		if (ret > 0)
+			len = copy_iov(s->payload, m.msg_iov, m.msg_iovlen, ret);
+		break;
+	}
+	case KD_SYS_CONNECT:
+		/* The target is what the caller asked for, even when the connect failed. */
+		read_user_peer((const void *)a.addr, e);
+		e->bytes = 0;
+		if (ret == -EINPROGRESS && a.proto == IPPROTO_TCP) {
+			struct pending_connect pc = {
+				.ts = a.ts,
+				.tgid = e->hdr.tgid,
+				.tid = e->hdr.tid,
+				.fd = a.fd,
+			};
+			__builtin_memcpy(pc.comm, e->hdr.comm, KD_COMM_LEN);
+			if (bpf_map_update_elem(&pending_connects, &a.sk, &pc, BPF_ANY)) {
+				count_drop(KD_DROP_CONNECT_FULL);
+				break;
+			}
+			/* On loopback the handshake can finish before connect() returns:
+			 * if the socket already left SYN_SENT and the state hook has not
+			 * claimed the entry, report the completion ourselves. */
+			struct sock *sk = (struct sock *)a.sk;
+			__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
+			if (state != TCP_SYN_SENT &&
+			    bpf_map_delete_elem(&pending_connects, &a.sk) == 0) {
+				done_now = true;
+				int err = BPF_CORE_READ(sk, sk_err);
+				done_ret = state == TCP_ESTABLISHED ? 0 : (err ? -err : -1);
+			}
+		}
+		break;
+	case KD_SYS_ACCEPT:
+	case KD_SYS_ACCEPT4:
+		e->bytes = 0;
+		break;
+	default:
+		break;
+	}
+	if (!port_wanted(e->sport, e->dport))
+		return 0;
+	emit_sock(e, len);
+	if (done_now) {
+		e->hdr.kind = KD_EV_CONNECT_DONE;
+		e->ret = done_ret;
+		emit_sock(e, 0);
+	}
+	return 0;
+}
+
+#define SOCK_HOOKS(name, SYS, FD, BUF, ADDR, COUNT)                                              \
+	SEC("tracepoint/syscalls/sys_enter_" #name)                                              \
+	int kd_enter_##name(struct trace_event_raw_sys_enter *ctx)                               \
+	{                                                                                        \
+		return sock_enter(SYS, (int)ctx->args[FD], BUF, ADDR, COUNT);                     \
+	}                                                                                        \
+	SEC("tracepoint/syscalls/sys_exit_" #name)                                               \
+	int kd_exit_##name(struct trace_event_raw_sys_exit *ctx)                                 \
+	{                                                                                        \
+		return sock_exit(SYS, ctx->ret);                                                  \
+	}
+
+SOCK_HOOKS(read, KD_SYS_READ, 0, ctx->args[1], 0, 0)
+SOCK_HOOKS(write, KD_SYS_WRITE, 0, ctx->args[1], 0, 0)
+SOCK_HOOKS(readv, KD_SYS_READV, 0, ctx->args[1], 0, ctx->args[2])
+SOCK_HOOKS(writev, KD_SYS_WRITEV, 0, ctx->args[1], 0, ctx->args[2])
+SOCK_HOOKS(sendto, KD_SYS_SENDTO, 0, ctx->args[1], ctx->args[4], 0)
+SOCK_HOOKS(recvfrom, KD_SYS_RECVFROM, 0, ctx->args[1], ctx->args[4], 0)
+SOCK_HOOKS(sendmsg, KD_SYS_SENDMSG, 0, ctx->args[1], 0, 0)
+SOCK_HOOKS(recvmsg, KD_SYS_RECVMSG, 0, ctx->args[1], 0, 0)
+SOCK_HOOKS(sendmmsg, KD_SYS_SENDMMSG, 0, ctx->args[1], 0, ctx->args[2])
+SOCK_HOOKS(recvmmsg, KD_SYS_RECVMMSG, 0, ctx->args[1], 0, ctx->args[2])
+SOCK_HOOKS(sendfile64, KD_SYS_SENDFILE, 0, 0, 0, 0)
+SOCK_HOOKS(connect, KD_SYS_CONNECT, 0, 0, ctx->args[1], 0)
+SOCK_HOOKS(accept, KD_SYS_ACCEPT, 0, 0, 0, 0)
+SOCK_HOOKS(accept4, KD_SYS_ACCEPT4, 0, 0, 0, 0)
+
+/* close() is reported at entry, while the fd still names the socket. */
+SEC("tracepoint/syscalls/sys_enter_close")
+int kd_enter_close(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	if (!pid_wanted(id >> 32))
+		return 0;
+	int fd = (int)ctx->args[0];
+	__u8 family = 0, proto = 0;
+	struct sock *sk = fd_to_inet_sock(fd, &family, &proto);
+	if (!sk)
+		return 0;
+	struct sock_scratch *s = scratch();
+	if (!s)
+		return 0;
+	__u64 now = bpf_ktime_get_ns();
+	struct inflight a = {
+		.ts = now, .sk = (__u64)sk, .fd = fd, .syscall = KD_SYS_CLOSE,
+		.family = family, .proto = proto,
+	};
+	struct kd_sock_event *e = start_sock_event(s, &a, 0, KD_EV_SOCK);
+	e->latency_ns = 0;
+	if (!port_wanted(e->sport, e->dport))
+		return 0;
+	emit_sock(e, 0);
+	return 0;
+}
+
+/* The end of a non-blocking TCP connect: SYN_SENT -> ESTABLISHED or CLOSE. */
+SEC("tracepoint/sock/inet_sock_set_state")
+int kd_sock_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	if (ctx->protocol != IPPROTO_TCP || ctx->oldstate != TCP_SYN_SENT)
+		return 0;
+	__u64 key = (__u64)ctx->skaddr;
+	struct pending_connect *p = bpf_map_lookup_elem(&pending_connects, &key);
+	if (!p)
+		return 0;
+	struct pending_connect pc = *p;
+	bpf_map_delete_elem(&pending_connects, &key);
+	struct sock_scratch *s = scratch();
+	if (!s)
+		return 0;
+	struct kd_sock_event *e = &s->ev;
+	__builtin_memset(e, 0, sizeof(*e));
+	e->hdr.ts_ns = bpf_ktime_get_ns();
+	e->hdr.kind = KD_EV_CONNECT_DONE;
+	e->hdr.tgid = pc.tgid;
+	e->hdr.tid = pc.tid;
+	e->hdr.cpu = bpf_get_smp_processor_id();
+	__builtin_memcpy(e->hdr.comm, pc.comm, KD_COMM_LEN);
+	e->latency_ns = e->hdr.ts_ns - pc.ts;
+	if (ctx->newstate == TCP_ESTABLISHED) {
+		e->ret = 0;
+	} else {
+		struct sock *sk = (struct sock *)ctx->skaddr;
+		int err = BPF_CORE_READ(sk, sk_err);
+		e->ret = err ? -err : -1;
+	}
+	e->sock_id = key;
+	e->fd = pc.fd;
+	e->syscall = KD_SYS_CONNECT;
+	e->family = ctx->family;
+	e->proto = IPPROTO_TCP;
+	read_tuple((struct sock *)ctx->skaddr, e);
+	if (!port_wanted(e->sport, e->dport))
+		return 0;
+	emit_sock(e, 0);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(kd_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	__u32 tgid = p->tgid;
+	if (!pid_wanted(tgid))
+		return 0;
+	struct kd_exec_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_drop(KD_DROP_RINGBUF_FULL);
+		return 0;
+	}
+	fill_header(&e->hdr, KD_EV_EXEC);
+	e->ppid = BPF_CORE_READ(p, real_parent, tgid);
+	e->_pad = 0;
+	long n = bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), BPF_CORE_READ(bprm, filename));
+	e->filename_len = n > 0 ? n - 1 : 0;
+	unsigned long start = BPF_CORE_READ(p, mm, arg_start);
+	unsigned long end = BPF_CORE_READ(p, mm, arg_end);
+	__u64 len = end > start ? end - start : 0;
+	if (len > KD_EXEC_ARGS_LEN)
+		len = KD_EXEC_ARGS_LEN;
+	if (bpf_probe_read_user(e->args, len & (2 * KD_EXEC_ARGS_LEN - 1), (void *)start))
+		len = 0;
+	e->args_len = len;
+	bpf_ringbuf_submit(e, wakeup_flag());
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(kd_exit, struct task_struct *p)
+{
+	__u32 tid = p->pid;
+	__u32 tgid = p->tgid;
+	/* A thread that dies inside a socket syscall never reaches its exit hook. */
+	bpf_map_delete_elem(&inflight, &tid);
+	if (!pid_wanted(tgid))
+		return 0;
+	bool group_dead = BPF_CORE_READ(p, signal, live.counter) == 0;
+	struct kd_exit_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_drop(KD_DROP_RINGBUF_FULL);
+		return 0;
+	}
+	fill_header(&e->hdr, KD_EV_EXIT);
+	e->exit_code = p->exit_code;
+	e->group_dead = group_dead;
+	bpf_ringbuf_submit(e, wakeup_flag());
+	if (group_dead && filter_pids)
+		bpf_map_delete_elem(&pid_filter, &tgid);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(kd_fork, struct task_struct *parent, struct task_struct *child)
+{
+	/* Threads share their process's filter entry; only new processes matter. */
+	if (child->pid != child->tgid)
+		return 0;
+	__u32 ptgid = parent->tgid;
+	if (!pid_wanted(ptgid))
+		return 0;
+	__u32 ctgid = child->tgid;
+	if (filter_pids) {
+		__u8 one = 1;
+		if (bpf_map_update_elem(&pid_filter, &ctgid, &one, BPF_ANY))
+			count_drop(KD_DROP_PID_FILTER_FULL);
+	}
+	struct kd_fork_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_drop(KD_DROP_RINGBUF_FULL);
+		return 0;
+	}
+	fill_header(&e->hdr, KD_EV_FORK);
+	e->child_tgid = ctgid;
+	e->child_tid = child->pid;
+	bpf_ringbuf_submit(e, wakeup_flag());
+	return 0;
+}
+
+SEC("tp_btf/task_rename")
+int BPF_PROG(kd_rename, struct task_struct *task, const char *comm)
+{
+	if (!pid_wanted(task->tgid))
+		return 0;
+	struct kd_rename_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_drop(KD_DROP_RINGBUF_FULL);
+		return 0;
+	}
+	fill_header(&e->hdr, KD_EV_RENAME);
+	e->hdr.tgid = task->tgid;
+	e->hdr.tid = task->pid;
+	__builtin_memset(e->newcomm, 0, sizeof(e->newcomm));
+	bpf_probe_read_kernel_str(e->newcomm, sizeof(e->newcomm), comm);
+	bpf_ringbuf_submit(e, wakeup_flag());
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

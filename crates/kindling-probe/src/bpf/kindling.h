@@ -1,0 +1,123 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The kernel -> user wire format of Kindling.
+ *
+ * Every record on the ring buffer starts with `struct kd_header`; `kind` says
+ * which struct follows. All integers are little-endian (the host's), laid out
+ * with natural alignment. IP addresses are raw network-order bytes (IPv4 in
+ * the first 4 bytes); ports are host order.
+ *
+ * The Rust decoder (crates/kindling-events/src/wire.rs) reads these layouts by
+ * offset; crates/kindling-probe checks at compile time that its offsets match
+ * the types libbpf-cargo generates from this header, so the two cannot drift.
+ * Bump KD_WIRE_VERSION on any layout change.
+ */
+#ifndef __KINDLING_H
+#define __KINDLING_H
+
+#define KD_WIRE_VERSION 1
+
+#define KD_COMM_LEN 16
+/* Largest payload head one event carries (the snaplen is configurable up to this). */
+#define KD_MAX_PAYLOAD 4096
+#define KD_EXEC_FILENAME_LEN 256
+#define KD_EXEC_ARGS_LEN 512
+/* At most this many messages of one sendmmsg/recvmmsg become events. */
+#define KD_MAX_MMSG 8
+/* At most this many iovec entries are walked to fill a payload head. */
+#define KD_MAX_IOV 8
+
+enum kd_event_kind {
+	KD_EV_SOCK = 1,         /* a socket syscall: kd_sock_event */
+	KD_EV_CONNECT_DONE = 2, /* a non-blocking connect finished: kd_sock_event */
+	KD_EV_EXEC = 3,         /* kd_exec_event */
+	KD_EV_EXIT = 4,         /* a thread exited: kd_exit_event */
+	KD_EV_FORK = 5,         /* a new process: kd_fork_event */
+	KD_EV_RENAME = 6,       /* a thread renamed itself: kd_rename_event */
+};
+
+/* Which syscall a kd_sock_event came from. */
+enum kd_syscall {
+	KD_SYS_READ = 1,
+	KD_SYS_WRITE = 2,
+	KD_SYS_READV = 3,
+	KD_SYS_WRITEV = 4,
+	KD_SYS_SENDTO = 5,
+	KD_SYS_RECVFROM = 6,
+	KD_SYS_SENDMSG = 7,
+	KD_SYS_RECVMSG = 8,
+	KD_SYS_SENDMMSG = 9,
+	KD_SYS_RECVMMSG = 10,
+	KD_SYS_SENDFILE = 11,
+	KD_SYS_CONNECT = 12,
+	KD_SYS_ACCEPT = 13,
+	KD_SYS_ACCEPT4 = 14,
+	KD_SYS_CLOSE = 15,
+};
+
+/* Why the kernel side could not deliver an event (index into drop_counts). */
+enum kd_drop_reason {
+	KD_DROP_RINGBUF_FULL = 0,     /* bpf_ringbuf_output failed */
+	KD_DROP_INFLIGHT_FULL = 1,    /* no room to remember a syscall between enter and exit */
+	KD_DROP_CONNECT_FULL = 2,     /* no room to remember a non-blocking connect */
+	KD_DROP_PID_FILTER_FULL = 3,  /* a child of a filtered process could not be followed */
+	KD_DROP_MMSG_TRUNCATED = 4,   /* messages of a sendmmsg/recvmmsg beyond KD_MAX_MMSG */
+	KD_DROP__MAX = 5,
+};
+
+struct kd_header {
+	__u64 ts_ns;  /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
+	__u32 kind;   /* enum kd_event_kind */
+	__u32 tgid;   /* process id */
+	__u32 tid;    /* thread id */
+	__u32 cpu;
+	char comm[KD_COMM_LEN];
+};
+
+struct kd_sock_event {
+	struct kd_header hdr;
+	__u64 latency_ns; /* syscall enter -> exit (connect_done: connect() enter -> handshake end) */
+	__s64 ret;        /* syscall return value; negative errno on failure */
+	__u64 sock_id;    /* identity of the kernel socket (stable while it lives) */
+	__s32 fd;
+	__u16 syscall;    /* enum kd_syscall */
+	__u8 family;      /* AF_INET (2) or AF_INET6 (10) */
+	__u8 proto;       /* IPPROTO_TCP (6) or IPPROTO_UDP (17) */
+	__u8 saddr[16];   /* local address */
+	__u8 daddr[16];   /* peer address */
+	__u16 sport;      /* local port */
+	__u16 dport;      /* peer port */
+	__u32 msg_index;  /* message index within sendmmsg/recvmmsg, else 0 */
+	__u32 bytes;      /* bytes moved by this event (a message of an mmsg call, else ret) */
+	__u32 payload_len;/* bytes of payload head that follow this struct */
+	__u8 payload[0];
+};
+
+struct kd_exec_event {
+	struct kd_header hdr;
+	__u32 ppid;
+	__u32 filename_len;
+	__u32 args_len;   /* argv as NUL-separated strings, truncated to KD_EXEC_ARGS_LEN */
+	__u32 _pad;
+	char filename[KD_EXEC_FILENAME_LEN];
+	char args[KD_EXEC_ARGS_LEN];
+};
+
+struct kd_exit_event {
+	struct kd_header hdr;
+	__s32 exit_code;  /* wait status as the parent would see it */
+	__u32 group_dead; /* 1 when the whole process is gone */
+};
+
+struct kd_fork_event {
+	struct kd_header hdr;
+	__u32 child_tgid;
+	__u32 child_tid;
+};
+
+struct kd_rename_event {
+	struct kd_header hdr;
+	char newcomm[KD_COMM_LEN];
+};
+
+#endif /* __KINDLING_H */

@@ -1,0 +1,143 @@
+//! The command line: raw flags parsed by clap into these types; values are
+//! validated while parsing (durations, ports), so commands never see bad input.
+
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kindling",
+    version,
+    about = "eBPF observability: what your services do, from the kernel up to the code stack",
+    long_about = "Kindling watches socket and process activity through eBPF tracepoints \
+                  (no kprobes, no application changes) and turns it into events, requests, \
+                  service maps and profiles.\n\nMost commands need root (or CAP_BPF and CAP_PERFMON) \
+                  and a kernel >= 5.8 with BTF. `replay` works anywhere."
+)]
+pub struct Cli {
+    /// Log level for the agent's own messages (error, warn, info, debug, trace).
+    #[arg(long, global = true, default_value = "warn", env = "KINDLING_LOG")]
+    pub log: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the agent: capture kernel events continuously and serve /healthz and
+    /// /metrics (the agent's self-telemetry: events by kind, drops by reason,
+    /// CPU and memory) on the listen address.
+    Run(RunArgs),
+    /// Print decoded kernel events (socket syscalls, connects, process
+    /// lifecycle) as they happen; optionally record them to a capture file.
+    Capture(CaptureArgs),
+    /// Read a capture file and print its events exactly as `capture` did.
+    Replay(ReplayArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// TOML configuration file (unknown keys are rejected). Flags override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address of the HTTP API [default: 127.0.0.1:9500].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the agent's data [default: ./kindling-data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct FilterArgs {
+    /// Trace only this process and its descendants (repeatable).
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+    /// Trace only sockets with this port at either end (repeatable).
+    #[arg(long = "port", value_name = "PORT")]
+    pub ports: Vec<u16>,
+    /// Stop after this long (e.g. 500ms, 5s, 2m); default: until Ctrl-C.
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+}
+
+#[derive(Args, Debug)]
+pub struct CaptureArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// One JSON object per line instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Also print payload heads (secrets masked), escaped.
+    #[arg(long)]
+    pub payload: bool,
+    /// Bytes of payload captured per send/receive (0-4096).
+    #[arg(long, default_value_t = 512, value_parser = clap::value_parser!(u32).range(0..=4096))]
+    pub snaplen: u32,
+    /// Record the events to FILE (see docs/CAPTURE_FORMAT.md) for `kindling replay`.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+    /// Do not print events (useful with --record).
+    #[arg(long, short)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ReplayArgs {
+    /// A capture file written by `kindling capture --record`.
+    pub file: PathBuf,
+    /// One JSON object per line instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Also print payload heads, escaped.
+    #[arg(long)]
+    pub payload: bool,
+}
+
+/// `500ms`, `5s`, `2m`, `1h`, `250us`, `10ns`; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration (use e.g. 500ms, 5s, 2m)"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1e3,
+        "us" | "µs" => n / 1e6,
+        "ns" => n / 1e9,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("'{s}' has an unknown unit '{unit}' (use ns, us, ms, s, m or h)")),
+    };
+    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
+        return Err(format!("'{s}' is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("abc").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,98 @@
+//! `kindling run --config FILE`: TOML, every key optional, unknown keys
+//! rejected with the key's name, so a typo never silently does nothing.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9500";
+pub const DEFAULT_DATA_DIR: &str = "./kindling-data";
+
+#[derive(Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub api: ApiConfig,
+    pub storage: StorageConfig,
+    pub capture: CaptureConfig,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Where the HTTP API, UI and /metrics listen.
+    pub listen: SocketAddr,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig { listen: DEFAULT_LISTEN.parse().expect("valid default address") }
+    }
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub data_dir: PathBuf,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig { data_dir: PathBuf::from(DEFAULT_DATA_DIR) }
+    }
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureConfig {
+    /// Bytes of payload head captured per send/receive (0-4096).
+    pub snaplen: u32,
+    /// Only these processes (and descendants); empty: all.
+    pub pids: Vec<u32>,
+    /// Only sockets with these ports; empty: all.
+    pub ports: Vec<u16>,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig { snaplen: 512, pids: Vec::new(), ports: Vec::new() }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+        Config::parse(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let cfg: Config = toml::from_str(text).map_err(|e| e.message().to_string())?;
+        if cfg.capture.snaplen > 4096 {
+            return Err(format!("capture.snaplen {} is larger than 4096", cfg.capture.snaplen));
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_the_defaults() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+        assert_eq!(Config::default().api.listen.to_string(), "127.0.0.1:9500");
+    }
+
+    #[test]
+    fn values_and_errors() {
+        let c = Config::parse("[api]\nlisten = \"0.0.0.0:9600\"\n[capture]\nports = [80]\n").unwrap();
+        assert_eq!(c.api.listen.port(), 9600);
+        assert_eq!(c.capture.ports, vec![80]);
+        let e = Config::parse("[capture]\nsnaplenn = 3\n").unwrap_err();
+        assert!(e.contains("snaplenn"), "{e}");
+        let e = Config::parse("[api]\nlisten = \"nope\"\n").unwrap_err();
+        assert!(!e.is_empty());
+        assert!(Config::parse("[capture]\nsnaplen = 9000\n").is_err());
+    }
+}
