@@ -631,6 +631,12 @@ fn collapse_lists(toks: Vec<Token<'_>>) -> Vec<Token<'_>> {
         let list_head = matches!(t.kind, Kind::Keyword(k) if k.eq_ignore_ascii_case("IN"))
             || matches!(t.kind, Kind::Word(w) | Kind::Keyword(w) if w.eq_ignore_ascii_case("ARRAY"));
         if list_head {
+            if group_end(&toks, i).is_none() && unterminated_value_list(&toks[i..]) {
+                // A list cut by the snaplen: keep its first value only.
+                out.push(toks[i]);
+                out.push(Token { space: false, ..toks[i + 1] });
+                break;
+            }
             if let Some(end) = group_end(&toks, i) {
                 if let Some(items) = value_items(&toks[i + 1..end - 1]) {
                     let (a, b) = items[0];
@@ -646,6 +652,14 @@ fn collapse_lists(toks: Vec<Token<'_>>) -> Vec<Token<'_>> {
         }
     }
     out
+}
+
+/// `(1, 2, 3` running to the end of the text.
+fn unterminated_value_list(rest: &[Token<'_>]) -> bool {
+    rest.len() >= 2
+        && matches!(rest[0].kind, Kind::Punct("(") | Kind::Punct("["))
+        && is_value(&rest[1])
+        && rest[2..].iter().all(|t| is_value(t) || t.kind == Kind::Punct(","))
 }
 
 /// Copies the first `(row)` (or `ROW(row)`) at `i` and skips the `, (row)`
@@ -824,6 +838,9 @@ mod tests {
         assert_eq!(my("INSERT INTO t VALUES ROW(1, 2), ROW(3, 4)"), "INSERT INTO t VALUES ROW(?, ?)");
         // A row list cut by the snaplen.
         assert_eq!(template("INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, 'c"), "INSERT INTO t VALUES (?, ?)");
+        // An IN list cut by the snaplen.
+        assert_eq!(template("SELECT * FROM t WHERE id IN (1, 2, 3"), "SELECT * FROM t WHERE id IN (?");
+        assert_eq!(template("SELECT * FROM t WHERE id IN (1, 22, 333,"), "SELECT * FROM t WHERE id IN (?");
     }
 
     #[test]
@@ -929,6 +946,72 @@ mod tests {
             let list: Vec<String> = (0..n).map(|i| i.to_string()).collect();
             let sql = format!("SELECT * FROM t WHERE a = {a} AND b = '{b}' AND c IN ({})", list.join(", "));
             prop_assert_eq!(template(&sql), "SELECT * FROM t WHERE a = ? AND b = ? AND c IN (?)");
+        }
+    }
+}
+
+/// Replaying captured conversations in the SQL parsers' tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use crate::{Chunk, Direction, Extent, Info, ParseEvent, Parser};
+
+    /// One captured recv(): connection number, direction, bytes moved, head.
+    pub struct Captured {
+        pub conn: u32,
+        pub dir: Direction,
+        pub len: usize,
+        pub head: Vec<u8>,
+    }
+
+    /// Reads a fixture: `conn C|S len hex` lines, `#` comments.
+    pub fn load(text: &str) -> Vec<Captured> {
+        let mut out = Vec::new();
+        for line in text.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let hex = f[3].as_bytes();
+            let head = (0..hex.len() / 2)
+                .map(|i| u8::from_str_radix(std::str::from_utf8(&hex[2 * i..2 * i + 2]).unwrap(), 16).unwrap())
+                .collect();
+            let dir = if f[1] == "C" { Direction::Request } else { Direction::Response };
+            out.push(Captured { conn: f[0].parse().unwrap(), dir, len: f[2].parse().unwrap(), head });
+        }
+        out
+    }
+
+    /// Feeds connection `conn` to a fresh parser with heads cut at `snaplen`.
+    pub fn replay<P: Parser + Default>(caps: &[Captured], conn: u32, snaplen: usize) -> (Vec<ParseEvent>, P) {
+        let mut p = P::default();
+        let mut out = Vec::new();
+        for c in caps.iter().filter(|c| c.conn == conn) {
+            let head = &c.head[..c.head.len().min(snaplen)];
+            p.feed(Chunk { dir: c.dir, head, len: c.len }, &mut out);
+        }
+        (out, p)
+    }
+
+    /// A compact line per event: `> METHOD endpoint [Extent]`, `< STATUS [Extent]`, `> end`, `< end`.
+    pub fn describe(events: &[ParseEvent]) -> Vec<String> {
+        events
+            .iter()
+            .map(|e| match e {
+                ParseEvent::Start { info: Info::Request(r), extent, .. } => {
+                    format!("> {} {}{}", r.method, r.endpoint, ext(*extent))
+                }
+                ParseEvent::Start { info: Info::Response(r), extent, .. } => {
+                    let err = if r.is_error { format!(" ERR {}", r.message) } else { String::new() };
+                    format!("< {}{}{}", r.status, err, ext(*extent))
+                }
+                ParseEvent::End { dir: Direction::Request, .. } => "> end".to_string(),
+                ParseEvent::End { dir: Direction::Response, .. } => "< end".to_string(),
+            })
+            .collect()
+    }
+
+    fn ext(e: Extent) -> &'static str {
+        match e {
+            Extent::Complete => "",
+            Extent::Continues => " [continues]",
+            Extent::Unknown => " [unknown]",
         }
     }
 }
