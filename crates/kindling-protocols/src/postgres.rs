@@ -47,7 +47,7 @@
 use std::sync::Arc;
 
 use crate::framing::{LengthFramer, Start};
-use crate::sql::{self, Dialect};
+use crate::sql::{BoundedMap, Dialect, Statement};
 use crate::{Chunk, Direction, Extent, Info, ParseEvent, Parser, Protocol, RequestInfo, ResponseInfo};
 
 const SSL_REQUEST: u32 = 80_877_103;
@@ -189,67 +189,10 @@ fn cstr(b: &[u8]) -> (&[u8], Option<&[u8]>) {
     }
 }
 
-/// What a prepared statement (or simple query) says, computed once.
-#[derive(Debug)]
-struct Statement {
-    method: String,
-    endpoint: String,
-    detail: String,
-}
+type NameMap = BoundedMap<Vec<u8>, Arc<Statement>>;
 
-impl Statement {
-    fn from_sql(raw: &[u8]) -> Statement {
-        let text = String::from_utf8_lossy(raw);
-        let text = text.trim_matches(|c: char| c.is_whitespace() || c == '\0');
-        let verb = sql::verb(text);
-        Statement {
-            method: if verb.is_empty() { "QUERY".to_string() } else { verb },
-            endpoint: sql::template_with(text, Dialect::Postgres),
-            detail: crate::truncate_display(text, crate::MAX_DETAIL),
-        }
-    }
-
-    fn unknown(name: &[u8]) -> Statement {
-        let name = String::from_utf8_lossy(name);
-        Statement {
-            method: "EXECUTE".to_string(),
-            endpoint: "EXECUTE".to_string(),
-            detail: crate::truncate_display(&format!("prepared statement \"{name}\""), crate::MAX_DETAIL),
-        }
-    }
-
-    fn info(&self) -> RequestInfo {
-        RequestInfo {
-            method: self.method.clone(),
-            endpoint: self.endpoint.clone(),
-            detail: self.detail.clone(),
-            trace: None,
-        }
-    }
-}
-
-/// A small name -> statement map that forgets its oldest entry when full.
-#[derive(Default)]
-struct NameMap {
-    entries: Vec<(Vec<u8>, Arc<Statement>)>,
-}
-
-impl NameMap {
-    fn get(&self, name: &[u8]) -> Option<Arc<Statement>> {
-        self.entries.iter().find(|(n, _)| n == name).map(|(_, s)| s.clone())
-    }
-
-    fn insert(&mut self, name: &[u8], stmt: Arc<Statement>, cap: usize) {
-        self.remove(name);
-        if self.entries.len() >= cap {
-            self.entries.remove(0);
-        }
-        self.entries.push((name.to_vec(), stmt));
-    }
-
-    fn remove(&mut self, name: &[u8]) {
-        self.entries.retain(|(n, _)| n != name);
-    }
+fn unknown_statement(name: &[u8]) -> Statement {
+    Statement::unknown(&format!("prepared statement \"{}\"", String::from_utf8_lossy(name)))
 }
 
 /// Extended-protocol messages seen since the last Sync.
@@ -462,13 +405,9 @@ impl PostgresParser {
             b'Q' | b'F' => {
                 self.close_batch(pos, out);
                 let stmt = if tag == b'Q' {
-                    Statement::from_sql(cstr(body).0)
+                    Statement::from_sql(cstr(body).0, Dialect::Postgres)
                 } else {
-                    Statement {
-                        method: "FUNCTION_CALL".to_string(),
-                        endpoint: "FUNCTION_CALL".to_string(),
-                        detail: String::new(),
-                    }
+                    Statement::command("FUNCTION_CALL", String::new())
                 };
                 let extent = if end.is_some() { Extent::Complete } else { Extent::Continues };
                 self.open_message_request = end.is_none();
@@ -491,16 +430,16 @@ impl PostgresParser {
         match tag {
             b'P' => {
                 let (name, rest) = cstr(body);
-                let stmt = Arc::new(Statement::from_sql(rest.map_or(&[][..], |r| cstr(r).0)));
-                self.statements.insert(name, stmt.clone(), MAX_STATEMENTS);
+                let stmt = Arc::new(Statement::from_sql(rest.map_or(&[][..], |r| cstr(r).0), Dialect::Postgres));
+                self.statements.insert(name.to_vec(), stmt.clone(), MAX_STATEMENTS);
                 batch.parsed = Some(stmt);
             }
             b'B' => {
                 let (portal, rest) = cstr(body);
                 let Some(rest) = rest else { return };
                 let (name, _) = cstr(rest);
-                let stmt = self.statements.get(name).unwrap_or_else(|| Arc::new(Statement::unknown(name)));
-                self.portals.insert(portal, stmt, MAX_PORTALS);
+                let stmt = self.statements.get(name).unwrap_or_else(|| Arc::new(unknown_statement(name)));
+                self.portals.insert(portal.to_vec(), stmt, MAX_PORTALS);
             }
             b'E' => {
                 let (portal, _) = cstr(body);

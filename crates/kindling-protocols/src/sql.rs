@@ -724,8 +724,8 @@ const RESERVED: &[&str] = &[
     "CURRENT_USER", "DATABASE", "DEALLOCATE", "DECLARE", "DEFAULT", "DELETE", "DESC", "DESCRIBE",
     "DISTINCT", "DO", "DROP", "DUPLICATE", "ELSE", "END", "EXCEPT", "EXECUTE", "EXISTS", "EXPLAIN",
     "FALSE", "FETCH", "FOR", "FOREIGN", "FROM", "FULL", "GRANT", "GROUP", "HAVING", "IF", "IGNORE",
-    "ILIKE", "IN", "INDEX", "INNER", "INSERT", "INTERSECT", "INTO", "IS", "ISNULL", "JOIN",
-    "LATERAL", "LEADING", "LEFT", "LIKE", "LIMIT", "LOCK", "MERGE", "NATURAL", "NOT", "NOTHING",
+    "ILIKE", "IN", "INDEX", "INFILE", "INNER", "INSERT", "INTERSECT", "INTO", "IS", "ISNULL", "JOIN",
+    "LATERAL", "LEADING", "LEFT", "LIKE", "LIMIT", "LOAD", "LOCK", "MERGE", "NATURAL", "NOT", "NOTHING",
     "NOTNULL", "NOWAIT", "NULL", "OFFSET", "ON", "ONLY", "OR", "ORDER", "OUTER", "OVER", "PARTITION",
     "PREPARE", "PRIMARY", "RECURSIVE", "REFERENCES", "RELEASE", "RENAME", "REPLACE", "RETURNING",
     "REVOKE", "RIGHT", "ROLLBACK", "SAVEPOINT", "SCHEMA", "SELECT", "SET", "SHOW", "SIMILAR",
@@ -743,6 +743,94 @@ fn is_reserved(w: &str) -> bool {
     up.make_ascii_uppercase();
     let up = std::str::from_utf8(up).unwrap_or("");
     RESERVED.binary_search(&up).is_ok()
+}
+
+/// What a statement says as a request, computed once (prepared statements
+/// are executed many times).
+#[derive(Clone, Debug)]
+pub(crate) struct Statement {
+    pub method: String,
+    pub endpoint: String,
+    pub detail: String,
+}
+
+impl Statement {
+    /// From SQL text as seen on the wire (possibly cut short).
+    pub fn from_sql(raw: &[u8], dialect: Dialect) -> Statement {
+        let text = String::from_utf8_lossy(raw);
+        let text = text.trim_matches(|c: char| c.is_whitespace() || c == '\0');
+        let verb = verb(text);
+        Statement {
+            method: if verb.is_empty() { "QUERY".to_string() } else { verb },
+            endpoint: template_with(text, dialect),
+            detail: crate::truncate_display(text, crate::MAX_DETAIL),
+        }
+    }
+
+    /// A prepared statement executed whose SQL we never saw.
+    pub fn unknown(detail: &str) -> Statement {
+        Statement {
+            method: "EXECUTE".to_string(),
+            endpoint: "EXECUTE".to_string(),
+            detail: crate::truncate_display(detail, crate::MAX_DETAIL),
+        }
+    }
+
+    /// A protocol command without SQL: its name is method and endpoint.
+    pub fn command(name: &str, detail: String) -> Statement {
+        Statement { method: name.to_string(), endpoint: name.to_string(), detail: crate::truncate_display(&detail, crate::MAX_DETAIL) }
+    }
+
+    pub fn info(&self) -> crate::RequestInfo {
+        crate::RequestInfo {
+            method: self.method.clone(),
+            endpoint: self.endpoint.clone(),
+            detail: self.detail.clone(),
+            trace: None,
+        }
+    }
+}
+
+/// A small map that forgets its oldest entry when full (prepared statements
+/// per connection).
+pub(crate) struct BoundedMap<K, V> {
+    entries: Vec<(K, V)>,
+}
+
+impl<K, V> Default for BoundedMap<K, V> {
+    fn default() -> Self {
+        BoundedMap { entries: Vec::new() }
+    }
+}
+
+impl<K: PartialEq, V: Clone> BoundedMap<K, V> {
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: PartialEq + ?Sized,
+    {
+        self.entries.iter().find(|(k, _)| k.borrow() == key).map(|(_, v)| v.clone())
+    }
+
+    pub fn insert(&mut self, key: K, value: V, cap: usize) {
+        self.entries.retain(|(k, _)| *k != key);
+        if self.entries.len() >= cap.max(1) {
+            self.entries.remove(0);
+        }
+        self.entries.push((key, value));
+    }
+
+    pub fn remove<Q>(&mut self, key: &Q)
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: PartialEq + ?Sized,
+    {
+        self.entries.retain(|(k, _)| k.borrow() != key);
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
 }
 
 #[cfg(test)]
