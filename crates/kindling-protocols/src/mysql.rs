@@ -61,7 +61,6 @@ const MAX_STATEMENTS: usize = 128;
 /// Commands awaiting an answer that we keep track of.
 const MAX_PENDING: usize = 64;
 
-const CLIENT_MYSQL: u32 = 1;
 const CLIENT_PROTOCOL_41: u32 = 0x200;
 const CLIENT_SSL: u32 = 0x800;
 const CLIENT_DEPRECATE_EOF: u32 = 1 << 24;
@@ -123,10 +122,13 @@ fn is_greeting(payload: &[u8], plen: usize) -> bool {
         return false;
     }
     let version = &payload[1..];
-    match version.iter().position(|&b| b == 0) {
-        Some(n) => n >= 3 && version[..n].iter().all(|b| b.is_ascii_graphic()) && version[0].is_ascii_digit(),
-        None => false,
-    }
+    // The version may run past a cut head.
+    let n = match version.iter().position(|&b| b == 0) {
+        Some(n) => n,
+        None if payload.len() < plen => version.len(),
+        None => return false,
+    };
+    n >= 3 && version[..n].iter().all(|b| b.is_ascii_graphic()) && version[0].is_ascii_digit()
 }
 
 /// Server packets with consecutive sequence ids from 1 that end the chunk
@@ -280,6 +282,15 @@ enum State {
     PrepareDefs { left: u64, eofs: u8 },
     FieldList,
     Auth,
+}
+
+/// Whether a server packet starts a response.
+enum Opened {
+    Yes,
+    /// Progress reports and LOCAL INFILE requests answer nothing by themselves.
+    Skipped,
+    /// No command awaits an answer and it does not look like the start of one.
+    Unattributable,
 }
 
 /// What one packet does to the response.
@@ -471,11 +482,15 @@ impl MysqlParser {
                 (Arc::new(Statement::command(name, detail)), expect)
             }
         };
+        if self.response_lost {
+            // Answers to earlier commands went by unseen.
+            self.expect.clear();
+            self.response_lost = false;
+        }
         if self.expect.len() >= MAX_PENDING {
             self.expect.pop_front();
         }
         self.expect.push_back(expect);
-        self.response_lost = false;
         let extent = if end.is_some() { Extent::Complete } else { Extent::Continues };
         self.open_request = end.is_none();
         let bytes = end.unwrap_or(len) - pos;
@@ -585,8 +600,12 @@ impl MysqlParser {
         if self.phase.is_none() {
             self.phase = Some(Phase::Command);
         }
-        if self.response.is_none() && !self.open_response(payload, plen, seq, pos) {
-            return true;
+        if self.response.is_none() {
+            match self.open_response(payload, plen, seq, pos) {
+                Opened::Yes => {}
+                Opened::Skipped => return true,
+                Opened::Unattributable => return false,
+            }
         }
         let deprecate_eof = self.deprecate_eof();
         let Some(resp) = self.response.as_mut() else { return true };
@@ -615,22 +634,21 @@ impl MysqlParser {
         true
     }
 
-    /// Starts a response with this packet unless it answers nothing;
-    /// true if a response is now open.
-    fn open_response(&mut self, payload: &[u8], plen: usize, seq: u8, pos: usize) -> bool {
+    /// Starts a response with this packet unless it answers nothing.
+    fn open_response(&mut self, payload: &[u8], plen: usize, seq: u8, pos: usize) -> Opened {
         let first = payload.first().copied();
         if first == Some(0xff) && le16(payload, 1) == Some(PROGRESS_REPORT) {
-            return false;
+            return Opened::Skipped;
         }
         if first == Some(0xfb) && plen > 1 && matches!(self.expect.front(), Some(Expect::Query) | None) {
             // LOCAL INFILE request: the response is the OK/ERR after the upload.
-            return false;
+            return Opened::Skipped;
         }
         let expect = match self.expect.pop_front() {
             Some(e) => e,
             // Picked up mid-stream: only a packet that starts an answer.
             None if seq == 1 => Expect::Query,
-            None => return false,
+            None => return Opened::Unattributable,
         };
         let state = match expect {
             Expect::Rows => State::Rows,
@@ -639,7 +657,7 @@ impl MysqlParser {
             _ => State::First,
         };
         self.response = Some(Response { expect, state, reported: false, start: pos, error: None, continued: false, prepared: None });
-        true
+        Opened::Yes
     }
 
     fn finish_response(&mut self, end: usize, extent: Extent, out: &mut Vec<ParseEvent>) {
@@ -679,9 +697,10 @@ impl MysqlParser {
     }
 }
 
-/// The `def` catalog that starts every column definition.
+/// The `def` catalog that starts every column definition (or as much of it
+/// as the head shows).
 fn is_column_def(p: &[u8]) -> bool {
-    p.starts_with(b"\x03def")
+    !p.is_empty() && (p.starts_with(b"\x03def") || b"\x03def".starts_with(p))
 }
 
 /// An EOF packet (5-byte payload in protocol 4.1; shorter in 4.0).

@@ -497,8 +497,12 @@ impl PostgresParser {
     }
 
     fn report_request(&mut self, info: RequestInfo, extent: Extent, bytes: usize, out: &mut Vec<ParseEvent>) {
+        if self.response_lost {
+            // Answers to earlier requests went by unseen.
+            self.pending = 0;
+            self.response_lost = false;
+        }
         self.pending = self.pending.saturating_add(1);
-        self.response_lost = false;
         out.push(ParseEvent::Start {
             dir: Direction::Request,
             id: None,

@@ -175,9 +175,7 @@ impl<'a> Lexer<'a> {
             let c = self.b[self.i];
             if c.is_ascii_whitespace() || c == 0 || c.is_ascii_control() {
                 self.i += 1;
-            } else if c == b'-' && self.peek(1) == b'-' {
-                self.skip_line();
-            } else if c == b'#' && self.hash_is_comment() {
+            } else if (c == b'-' && self.peek(1) == b'-') || (c == b'#' && self.hash_is_comment()) {
                 self.skip_line();
             } else if c == b'/' && self.peek(1) == b'*' {
                 if self.dialect != Dialect::Postgres && self.peek(2) == b'!' {
@@ -828,6 +826,7 @@ impl<K: PartialEq, V: Clone> BoundedMap<K, V> {
         self.entries.retain(|(k, _)| k.borrow() != key);
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -1100,6 +1099,56 @@ pub(crate) mod test_support {
             Extent::Complete => "",
             Extent::Continues => " [continues]",
             Extent::Unknown => " [unknown]",
+        }
+    }
+}
+
+#[cfg(test)]
+mod replay_tests {
+    use super::test_support::{describe, load, replay};
+    use crate::{mysql::MysqlParser, postgres::PostgresParser, Parser};
+
+    const FIXTURES: [(&str, &str); 10] = [
+        ("pg", include_str!("../tests/fixtures/sql/pg_psql.txt")),
+        ("pg", include_str!("../tests/fixtures/sql/pg_pgbench_simple.txt")),
+        ("pg", include_str!("../tests/fixtures/sql/pg_pgbench_extended.txt")),
+        ("pg", include_str!("../tests/fixtures/sql/pg_pgbench_prepared.txt")),
+        ("pg", include_str!("../tests/fixtures/sql/pg_pgbench_init.txt")),
+        ("pg", include_str!("../tests/fixtures/sql/pg_error_extended.txt")),
+        ("pg", include_str!("../tests/fixtures/sql/pg_error_prepared.txt")),
+        ("my", include_str!("../tests/fixtures/sql/my_client.txt")),
+        ("my", include_str!("../tests/fixtures/sql/my_prepared.txt")),
+        ("my", include_str!("../tests/fixtures/sql/my_mysqlslap.txt")),
+    ];
+
+    /// Every captured conversation at every snaplen: one response per
+    /// request, nothing given up, even when heads show only a few bytes.
+    #[test]
+    fn every_fixture_at_every_snaplen() {
+        for (i, (proto, text)) in FIXTURES.iter().enumerate() {
+            let caps = load(text);
+            let mut conns: Vec<u32> = caps.iter().map(|c| c.conn).collect();
+            conns.dedup();
+            for conn in conns {
+                for snaplen in [32, 64, 128, 256, 1024, 4096] {
+                    let (events, gave_up) = if *proto == "pg" {
+                        let (e, p) = replay::<PostgresParser>(&caps, conn, snaplen);
+                        (e, p.gave_up())
+                    } else {
+                        let (e, p) = replay::<MysqlParser>(&caps, conn, snaplen);
+                        (e, p.gave_up())
+                    };
+                    let got = describe(&events);
+                    let reqs = got.iter().filter(|l| l.starts_with("> ") && *l != "> end").count();
+                    let resps = got.iter().filter(|l| l.starts_with("< ") && *l != "< end").count();
+                    let ctx = format!("fixture {i} conn {conn} snaplen {snaplen}: {got:?}");
+                    assert_eq!(reqs, resps, "{ctx}");
+                    assert_eq!(gave_up, 0, "{ctx}");
+                    let opened = got.iter().filter(|l| l.ends_with("[continues]")).count();
+                    let ended = got.iter().filter(|l| l.ends_with(" end")).count();
+                    assert_eq!(opened, ended, "{ctx}");
+                }
+            }
         }
     }
 }
