@@ -110,8 +110,7 @@ pub fn detect(chunk: Chunk<'_>, server_port: u16) -> bool {
                 return 4 + plen <= chunk.len || h.len() < chunk.len;
             }
             // Without the port hint: one SQL command whose text starts with a verb.
-            exact && matches!(payload[0], COM_QUERY | COM_STMT_PREPARE)
-                && plausible_sql(&payload[1..])
+            exact && matches!(payload[0], COM_QUERY | COM_STMT_PREPARE) && plausible_sql(&payload[1..])
         }
     }
 }
@@ -160,8 +159,8 @@ fn response_chain(h: &[u8], len: usize, hinted: bool) -> bool {
 
 fn plausible_sql(text: &[u8]) -> bool {
     const VERBS: [&str; 16] = [
-        "SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "SET", "SHOW", "BEGIN", "COMMIT", "ROLLBACK", "START",
-        "CREATE", "DROP", "ALTER", "USE", "CALL",
+        "SELECT", "INSERT", "UPDATE", "DELETE", "REPLACE", "SET", "SHOW", "BEGIN", "COMMIT", "ROLLBACK",
+        "START", "CREATE", "DROP", "ALTER", "USE", "CALL",
     ];
     let text = String::from_utf8_lossy(&text[..text.len().min(256)]);
     let verb = crate::sql::verb(&text);
@@ -274,12 +273,17 @@ enum State {
     /// The first packet of a result (OK, ERR, column count...).
     First,
     /// Column definitions of a result set (at most `left` more).
-    Columns { left: u64 },
+    Columns {
+        left: u64,
+    },
     /// After the definitions: the metadata EOF or the first row.
     AfterColumns,
     Rows,
     /// Parameter and column definitions of a PREPARE_OK, then `eofs` EOFs.
-    PrepareDefs { left: u64, eofs: u8 },
+    PrepareDefs {
+        left: u64,
+        eofs: u8,
+    },
     FieldList,
     Auth,
 }
@@ -656,7 +660,15 @@ impl MysqlParser {
             Expect::Auth => State::Auth,
             _ => State::First,
         };
-        self.response = Some(Response { expect, state, reported: false, start: pos, error: None, continued: false, prepared: None });
+        self.response = Some(Response {
+            expect,
+            state,
+            reported: false,
+            start: pos,
+            error: None,
+            continued: false,
+            prepared: None,
+        });
         Opened::Yes
     }
 
@@ -1021,7 +1033,10 @@ mod tests {
         );
         // The largest heads (4096 bytes) make no difference.
         assert_eq!(run(CLIENT, 1, 4096), got);
-        assert_eq!(run(CLIENT, 2, 1024), lines(&["> COM_PING COM_PING", "< OK", "> COM_STATISTICS COM_STATISTICS", "< OK"]));
+        assert_eq!(
+            run(CLIENT, 2, 1024),
+            lines(&["> COM_PING COM_PING", "< OK", "> COM_STATISTICS COM_STATISTICS", "< OK"])
+        );
     }
 
     #[test]
@@ -1063,7 +1078,9 @@ mod tests {
         assert_eq!(p.gave_up(), 0);
         assert_eq!(p.statements.len(), 0, "both statements were closed");
         let detail = events.iter().find_map(|e| match e {
-            ParseEvent::Start { info: Info::Request(r), .. } if r.method == "PREPARE" => Some(r.detail.clone()),
+            ParseEvent::Start { info: Info::Request(r), .. } if r.method == "PREPARE" => {
+                Some(r.detail.clone())
+            }
             _ => None,
         });
         assert_eq!(detail.as_deref(), Some("SELECT id, name FROM users WHERE id = ? AND name <> ?"));
@@ -1078,7 +1095,10 @@ mod tests {
             let reqs = got.iter().filter(|l| l.starts_with("> ")).count();
             let resps = got.iter().filter(|l| l.starts_with("< ")).count();
             assert_eq!(reqs, resps, "{got:?}");
-            assert!(got.iter().filter(|l| l.starts_with("> INSERT")).all(|l| l == "> INSERT INSERT INTO t1 VALUES (?,?,?,?)"));
+            assert!(got
+                .iter()
+                .filter(|l| l.starts_with("> INSERT"))
+                .all(|l| l == "> INSERT INSERT INTO t1 VALUES (?,?,?,?)"));
             assert_eq!(p.gave_up(), 0);
         }
         assert_eq!(run(SLAP, 1, 1024).len(), 2 * (4 + 100));
@@ -1122,7 +1142,14 @@ mod tests {
         );
         assert_eq!(
             describe(&ev),
-            lines(&["> SELECT SELECT a, b FROM t", "< OK", "> PREPARE SELECT ? + ?", "< OK", "> SELECT SELECT ? + ?", "< OK"])
+            lines(&[
+                "> SELECT SELECT a, b FROM t",
+                "< OK",
+                "> PREPARE SELECT ? + ?",
+                "< OK",
+                "> SELECT SELECT ? + ?",
+                "< OK"
+            ])
         );
     }
 
@@ -1140,9 +1167,17 @@ mod tests {
         let ok = pkt(1, b"\x00\x00\x00\x02\x00\x00\x00");
         let ev = feed_all(
             &mut p,
-            &[(Direction::Request, &plain), (Direction::Response, &ok), (Direction::Request, &attr), (Direction::Response, &ok)],
+            &[
+                (Direction::Request, &plain),
+                (Direction::Response, &ok),
+                (Direction::Request, &attr),
+                (Direction::Response, &ok),
+            ],
         );
-        assert_eq!(describe(&ev), lines(&["> SELECT SELECT ?", "< OK", "> UPDATE UPDATE t SET a = ?", "< OK"]));
+        assert_eq!(
+            describe(&ev),
+            lines(&["> SELECT SELECT ?", "< OK", "> UPDATE UPDATE t SET a = ?", "< OK"])
+        );
         // Mid-stream, without the handshake: the 00 01 prefix gives it away.
         let mut fresh = MysqlParser::default();
         let ev = feed_all(&mut fresh, &[(Direction::Request, &plain)]);
@@ -1165,7 +1200,10 @@ mod tests {
         };
         let resp = [one(1, b"\x011", true), one(6, b"\x012", false)].concat();
         let mut p = MysqlParser::default();
-        let ev = feed_all(&mut p, &[(Direction::Request, &pkt(0, b"\x03select 1; select 2")), (Direction::Response, &resp)]);
+        let ev = feed_all(
+            &mut p,
+            &[(Direction::Request, &pkt(0, b"\x03select 1; select 2")), (Direction::Response, &resp)],
+        );
         assert_eq!(describe(&ev), lines(&["> SELECT SELECT ?; SELECT ?", "< OK"]));
         // Split between the two results: the response goes on.
         let mut p = MysqlParser::default();
@@ -1192,8 +1230,14 @@ mod tests {
         ]
         .concat();
         let mut p = MysqlParser::default();
-        let ev = feed_all(&mut p, &[(Direction::Request, &pkt(0, b"\x03SELECT SLEEP(10)")), (Direction::Response, &resp)]);
-        assert_eq!(describe(&ev), lines(&["> SELECT SELECT SLEEP(?)", "< 1317 ERR Query execution was interrupted"]));
+        let ev = feed_all(
+            &mut p,
+            &[(Direction::Request, &pkt(0, b"\x03SELECT SLEEP(10)")), (Direction::Response, &resp)],
+        );
+        assert_eq!(
+            describe(&ev),
+            lines(&["> SELECT SELECT SLEEP(?)", "< 1317 ERR Query execution was interrupted"])
+        );
     }
 
     #[test]
@@ -1233,15 +1277,33 @@ mod tests {
         assert_eq!(whole, lines(&["> SELECT SELECT * FROM users WHERE id IN (?) AND name <> ?", "< OK"]));
         for at in 1..req.len() {
             let mut p = MysqlParser::default();
-            let ev = feed_all(&mut p, &[(Direction::Request, &req[..at]), (Direction::Request, &req[at..]), (Direction::Response, resp)]);
+            let ev = feed_all(
+                &mut p,
+                &[
+                    (Direction::Request, &req[..at]),
+                    (Direction::Request, &req[at..]),
+                    (Direction::Response, resp),
+                ],
+            );
             let got = describe(&ev);
-            assert_eq!(got.iter().filter(|l| l.starts_with("> ") && *l != "> end").count(), 1, "split at {at}: {got:?}");
+            assert_eq!(
+                got.iter().filter(|l| l.starts_with("> ") && *l != "> end").count(),
+                1,
+                "split at {at}: {got:?}"
+            );
             assert_eq!(got.last().map(String::as_str), Some("< OK"), "split at {at}: {got:?}");
             assert_eq!(p.gave_up(), 0, "split at {at}");
         }
         for at in 1..resp.len() {
             let mut p = MysqlParser::default();
-            let ev = feed_all(&mut p, &[(Direction::Request, req), (Direction::Response, &resp[..at]), (Direction::Response, &resp[at..])]);
+            let ev = feed_all(
+                &mut p,
+                &[
+                    (Direction::Request, req),
+                    (Direction::Response, &resp[..at]),
+                    (Direction::Response, &resp[at..]),
+                ],
+            );
             let got = describe(&ev);
             assert_eq!(got[0], whole[0], "split at {at}");
             // Under 5 bytes nothing is known yet: they wait for the next chunk.
@@ -1280,10 +1342,16 @@ mod tests {
         let resp = &caps.iter().find(|c| c.conn == 1 && c.len == 209).unwrap().head;
         assert!(detect(Chunk { dir: Direction::Response, head: resp, len: 209 }, 1));
         // Not MySQL: PostgreSQL, HTTP, Redis, TLS.
-        assert!(!detect(Chunk { dir: Direction::Request, head: b"Q\x00\x00\x00\x0dselect 1\x00", len: 14 }, 1));
+        assert!(!detect(
+            Chunk { dir: Direction::Request, head: b"Q\x00\x00\x00\x0dselect 1\x00", len: 14 },
+            1
+        ));
         assert!(!detect(Chunk { dir: Direction::Request, head: b"GET / HTTP/1.1\r\n\r\n", len: 18 }, 3306));
         assert!(!detect(Chunk { dir: Direction::Request, head: b"*1\r\n$4\r\nPING\r\n", len: 14 }, 1));
-        assert!(!detect(Chunk { dir: Direction::Response, head: b"\x16\x03\x03\x00\x7a\x02\x00\x00\x76", len: 9 }, 1));
+        assert!(!detect(
+            Chunk { dir: Direction::Response, head: b"\x16\x03\x03\x00\x7a\x02\x00\x00\x76", len: 9 },
+            1
+        ));
     }
 
     proptest::proptest! {

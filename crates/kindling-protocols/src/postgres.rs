@@ -430,7 +430,8 @@ impl PostgresParser {
         match tag {
             b'P' => {
                 let (name, rest) = cstr(body);
-                let stmt = Arc::new(Statement::from_sql(rest.map_or(&[][..], |r| cstr(r).0), Dialect::Postgres));
+                let stmt =
+                    Arc::new(Statement::from_sql(rest.map_or(&[][..], |r| cstr(r).0), Dialect::Postgres));
                 self.statements.insert(name.to_vec(), stmt.clone(), MAX_STATEMENTS);
                 batch.parsed = Some(stmt);
             }
@@ -756,8 +757,14 @@ mod tests {
         // executed by name (Bind/Describe/Execute/Sync).
         assert_eq!(
             got[..6],
-            lines(&["> PREPARE BEGIN", "< OK", "> BEGIN BEGIN", "< OK",
-                "> PREPARE UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2", "< OK"])
+            lines(&[
+                "> PREPARE BEGIN",
+                "< OK",
+                "> BEGIN BEGIN",
+                "< OK",
+                "> PREPARE UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2",
+                "< OK"
+            ])
         );
         // Later transactions only Bind P_0..P_6: the SQL comes from the map.
         let tail = lines(&[
@@ -880,7 +887,15 @@ mod tests {
         // The NOTICEs and the CommandComplete came in four recv()s.
         assert_eq!(got[1..3], lines(&["< OK [continues]", "< end"]));
         let copy = got.iter().position(|l| l.starts_with("> COPY")).unwrap();
-        assert_eq!(got[copy..copy + 4], lines(&["> COPY COPY pgbench_accounts FROM stdin WITH (freeze ON)", "< OK", "> COMMIT COMMIT", "< OK"]));
+        assert_eq!(
+            got[copy..copy + 4],
+            lines(&[
+                "> COPY COPY pgbench_accounts FROM stdin WITH (freeze ON)",
+                "< OK",
+                "> COMMIT COMMIT",
+                "< OK"
+            ])
+        );
         assert_eq!(got.len(), 2 * 27 + 1);
         assert_eq!(p.gave_up(), 0, "CopyData that cannot be followed is not a give-up");
     }
@@ -910,10 +925,15 @@ mod tests {
         let (events, p) = replay::<PostgresParser>(&conn2, 2, 1024);
         let got = describe(&events);
         assert!(got.contains(&"> EXECUTE EXECUTE".to_string()), "{got:?}");
-        assert_eq!(got.iter().filter(|l| l.starts_with('>')).count(), got.iter().filter(|l| l.starts_with('<')).count());
+        assert_eq!(
+            got.iter().filter(|l| l.starts_with('>')).count(),
+            got.iter().filter(|l| l.starts_with('<')).count()
+        );
         assert_eq!(p.gave_up(), 0);
         let detail = events.iter().find_map(|e| match e {
-            ParseEvent::Start { info: Info::Request(r), .. } if r.method == "EXECUTE" => Some(r.detail.clone()),
+            ParseEvent::Start { info: Info::Request(r), .. } if r.method == "EXECUTE" => {
+                Some(r.detail.clone())
+            }
             _ => None,
         });
         assert!(detail.unwrap().starts_with("prepared statement \"P_"));
@@ -927,10 +947,13 @@ mod tests {
         let resps = [complete.clone(), READY.to_vec(), complete, READY.to_vec()].concat();
         let ev = feed_all(&mut p, &[(Direction::Request, &reqs), (Direction::Response, &resps)]);
         assert_eq!(describe(&ev), lines(&["> SELECT SELECT ?", "> SELECT SELECT ?", "< OK", "< OK"]));
-        let bytes: Vec<_> = ev.iter().map(|e| match e {
-            ParseEvent::Start { bytes, .. } => *bytes,
-            _ => None,
-        }).collect();
+        let bytes: Vec<_> = ev
+            .iter()
+            .map(|e| match e {
+                ParseEvent::Start { bytes, .. } => *bytes,
+                _ => None,
+            })
+            .collect();
         assert_eq!(bytes, vec![Some(14), Some(14), Some(20), Some(20)]);
     }
 
@@ -942,10 +965,23 @@ mod tests {
         let mut out = Vec::new();
         for part in q.chunks(2048) {
             // Heads cut at 1024 bytes.
-            p.feed(Chunk { dir: Direction::Request, head: &part[..part.len().min(1024)], len: part.len() }, &mut out);
+            p.feed(
+                Chunk { dir: Direction::Request, head: &part[..part.len().min(1024)], len: part.len() },
+                &mut out,
+            );
         }
-        p.feed(Chunk { dir: Direction::Response, head: &[msg(b'C', b"SELECT 0\0"), READY.to_vec()].concat(), len: 20 }, &mut out);
-        assert_eq!(describe(&out), lines(&["> SELECT SELECT * FROM t WHERE v IN (? [continues]", "> end", "< OK"]));
+        p.feed(
+            Chunk {
+                dir: Direction::Response,
+                head: &[msg(b'C', b"SELECT 0\0"), READY.to_vec()].concat(),
+                len: 20,
+            },
+            &mut out,
+        );
+        assert_eq!(
+            describe(&out),
+            lines(&["> SELECT SELECT * FROM t WHERE v IN (? [continues]", "> end", "< OK"])
+        );
     }
 
     #[test]
@@ -986,9 +1022,20 @@ mod tests {
         let sql_end = 7 + req[6..].iter().position(|&b| b == 0).unwrap();
         for at in 1..req.len() {
             let mut p = PostgresParser::default();
-            let ev = feed_all(&mut p, &[(Direction::Request, &req[..at]), (Direction::Request, &req[at..]), (Direction::Response, resp)]);
+            let ev = feed_all(
+                &mut p,
+                &[
+                    (Direction::Request, &req[..at]),
+                    (Direction::Request, &req[at..]),
+                    (Direction::Response, resp),
+                ],
+            );
             let got = describe(&ev);
-            assert_eq!(got.iter().filter(|l| l.starts_with("> ") && *l != "> end").count(), 1, "split at {at}: {got:?}");
+            assert_eq!(
+                got.iter().filter(|l| l.starts_with("> ") && *l != "> end").count(),
+                1,
+                "split at {at}: {got:?}"
+            );
             assert_eq!(got.last().map(String::as_str), Some("< OK"), "split at {at}");
             if at >= sql_end {
                 assert_eq!(got[0], format!("{} [continues]", whole[0]), "split at {at}");
@@ -998,10 +1045,20 @@ mod tests {
         }
         for at in 1..resp.len() {
             let mut p = PostgresParser::default();
-            let ev = feed_all(&mut p, &[(Direction::Request, req), (Direction::Response, &resp[..at]), (Direction::Response, &resp[at..])]);
+            let ev = feed_all(
+                &mut p,
+                &[
+                    (Direction::Request, req),
+                    (Direction::Response, &resp[..at]),
+                    (Direction::Response, &resp[at..]),
+                ],
+            );
             let got = describe(&ev);
             assert_eq!(got[0], whole[0], "split at {at}");
-            assert!(got[1] == "< OK" || (got[1] == "< OK [continues]" && got[2] == "< end"), "split at {at}: {got:?}");
+            assert!(
+                got[1] == "< OK" || (got[1] == "< OK [continues]" && got[2] == "< end"),
+                "split at {at}: {got:?}"
+            );
             assert_eq!(p.gave_up(), 0, "split at {at}");
         }
     }

@@ -304,7 +304,8 @@ impl<'a> Lexer<'a> {
             digits(&mut self.i);
         }
         if matches!(self.peek(0), b'e' | b'E')
-            && (self.peek(1).is_ascii_digit() || (matches!(self.peek(1), b'+' | b'-') && self.peek(2).is_ascii_digit()))
+            && (self.peek(1).is_ascii_digit()
+                || (matches!(self.peek(1), b'+' | b'-') && self.peek(2).is_ascii_digit()))
         {
             self.i += 2;
             digits(&mut self.i);
@@ -535,7 +536,8 @@ fn anonymise_names(mut toks: Vec<Token<'_>>) -> Vec<Token<'_>> {
     const NAMED: [&str; 7] = ["SAVEPOINT", "RELEASE", "PREPARE", "EXECUTE", "DEALLOCATE", "DECLARE", "CLOSE"];
     let mut start = 0;
     while start < toks.len() {
-        let end = toks[start..].iter().position(|t| t.kind == Kind::Punct(";")).map_or(toks.len(), |p| start + p);
+        let end =
+            toks[start..].iter().position(|t| t.kind == Kind::Punct(";")).map_or(toks.len(), |p| start + p);
         let stmt = &toks[start..end];
         let name_at = if NAMED.iter().any(|v| word_is(stmt.first(), v)) {
             Some(1)
@@ -587,7 +589,8 @@ fn group_end(toks: &[Token<'_>], open: usize) -> Option<usize> {
 }
 
 fn is_value(t: &Token<'_>) -> bool {
-    matches!(t.kind, Kind::Literal | Kind::Param(_)) || matches!(t.kind, Kind::Keyword(k) if k.eq_ignore_ascii_case("NULL"))
+    matches!(t.kind, Kind::Literal | Kind::Param(_))
+        || matches!(t.kind, Kind::Keyword(k) if k.eq_ignore_ascii_case("NULL"))
 }
 
 /// Splits a bracket group's inside at top-level commas into items that are
@@ -640,7 +643,9 @@ fn collapse_lists(toks: Vec<Token<'_>>) -> Vec<Token<'_>> {
                     let (a, b) = items[0];
                     out.push(toks[i]);
                     let first = &toks[i + 1 + a..i + 1 + b];
-                    out.extend(first.iter().enumerate().map(|(k, x)| Token { space: k > 0 && x.space, ..*x }));
+                    out.extend(
+                        first.iter().enumerate().map(|(k, x)| Token { space: k > 0 && x.space, ..*x }),
+                    );
                     out.push(Token { space: false, ..toks[end - 1] });
                     i = end;
                 }
@@ -664,7 +669,8 @@ fn unterminated_value_list(rest: &[Token<'_>]) -> bool {
 /// that follow; returns where to go on.
 fn keep_first_row<'a>(toks: &[Token<'a>], mut i: usize, out: &mut Vec<Token<'a>>) -> usize {
     let row_at = |j: usize| -> Option<(usize, usize)> {
-        let open = if matches!(toks.get(j).map(|t| t.kind), Some(Kind::Word(w)) if w.eq_ignore_ascii_case("ROW")) {
+        let open = if matches!(toks.get(j).map(|t| t.kind), Some(Kind::Word(w)) if w.eq_ignore_ascii_case("ROW"))
+        {
             j + 1
         } else {
             j
@@ -716,19 +722,134 @@ fn render(toks: &[Token<'_>]) -> String {
 /// upper-cased in templates. Words commonly used as column names (`name`,
 /// `key`, `value`, `type`, `status`...) are deliberately absent.
 const RESERVED: &[&str] = &[
-    "ABORT", "ALL", "ALTER", "ANALYZE", "AND", "ANY", "AS", "ASC", "BEGIN", "BETWEEN", "BOTH", "BY",
-    "CALL", "CASCADE", "CASE", "CAST", "CHECK", "CLOSE", "COLLATE", "COLUMN", "COMMIT", "CONFLICT",
-    "CONSTRAINT", "COPY", "CREATE", "CROSS", "CURRENT_DATE", "CURRENT_TIME", "CURRENT_TIMESTAMP",
-    "CURRENT_USER", "DATABASE", "DEALLOCATE", "DECLARE", "DEFAULT", "DELETE", "DESC", "DESCRIBE",
-    "DISTINCT", "DO", "DROP", "DUPLICATE", "ELSE", "END", "EXCEPT", "EXECUTE", "EXISTS", "EXPLAIN",
-    "FALSE", "FETCH", "FOR", "FOREIGN", "FROM", "FULL", "GRANT", "GROUP", "HAVING", "IF", "IGNORE",
-    "ILIKE", "IN", "INDEX", "INFILE", "INNER", "INSERT", "INTERSECT", "INTO", "IS", "ISNULL", "JOIN",
-    "LATERAL", "LEADING", "LEFT", "LIKE", "LIMIT", "LOAD", "LOCK", "MERGE", "NATURAL", "NOT", "NOTHING",
-    "NOTNULL", "NOWAIT", "NULL", "OFFSET", "ON", "ONLY", "OR", "ORDER", "OUTER", "OVER", "PARTITION",
-    "PREPARE", "PRIMARY", "RECURSIVE", "REFERENCES", "RELEASE", "RENAME", "REPLACE", "RETURNING",
-    "REVOKE", "RIGHT", "ROLLBACK", "SAVEPOINT", "SCHEMA", "SELECT", "SET", "SHOW", "SIMILAR",
-    "START", "STRAIGHT_JOIN", "TABLE", "THEN", "TO", "TRAILING", "TRANSACTION", "TRUE", "TRUNCATE",
-    "UNION", "UNIQUE", "UPDATE", "USE", "USING", "VACUUM", "VALUES", "WHEN", "WHERE", "WINDOW", "WITH",
+    "ABORT",
+    "ALL",
+    "ALTER",
+    "ANALYZE",
+    "AND",
+    "ANY",
+    "AS",
+    "ASC",
+    "BEGIN",
+    "BETWEEN",
+    "BOTH",
+    "BY",
+    "CALL",
+    "CASCADE",
+    "CASE",
+    "CAST",
+    "CHECK",
+    "CLOSE",
+    "COLLATE",
+    "COLUMN",
+    "COMMIT",
+    "CONFLICT",
+    "CONSTRAINT",
+    "COPY",
+    "CREATE",
+    "CROSS",
+    "CURRENT_DATE",
+    "CURRENT_TIME",
+    "CURRENT_TIMESTAMP",
+    "CURRENT_USER",
+    "DATABASE",
+    "DEALLOCATE",
+    "DECLARE",
+    "DEFAULT",
+    "DELETE",
+    "DESC",
+    "DESCRIBE",
+    "DISTINCT",
+    "DO",
+    "DROP",
+    "DUPLICATE",
+    "ELSE",
+    "END",
+    "EXCEPT",
+    "EXECUTE",
+    "EXISTS",
+    "EXPLAIN",
+    "FALSE",
+    "FETCH",
+    "FOR",
+    "FOREIGN",
+    "FROM",
+    "FULL",
+    "GRANT",
+    "GROUP",
+    "HAVING",
+    "IF",
+    "IGNORE",
+    "ILIKE",
+    "IN",
+    "INDEX",
+    "INFILE",
+    "INNER",
+    "INSERT",
+    "INTERSECT",
+    "INTO",
+    "IS",
+    "ISNULL",
+    "JOIN",
+    "LATERAL",
+    "LEADING",
+    "LEFT",
+    "LIKE",
+    "LIMIT",
+    "LOAD",
+    "LOCK",
+    "MERGE",
+    "NATURAL",
+    "NOT",
+    "NOTHING",
+    "NOTNULL",
+    "NOWAIT",
+    "NULL",
+    "OFFSET",
+    "ON",
+    "ONLY",
+    "OR",
+    "ORDER",
+    "OUTER",
+    "OVER",
+    "PARTITION",
+    "PREPARE",
+    "PRIMARY",
+    "RECURSIVE",
+    "REFERENCES",
+    "RELEASE",
+    "RENAME",
+    "REPLACE",
+    "RETURNING",
+    "REVOKE",
+    "RIGHT",
+    "ROLLBACK",
+    "SAVEPOINT",
+    "SCHEMA",
+    "SELECT",
+    "SET",
+    "SHOW",
+    "SIMILAR",
+    "START",
+    "STRAIGHT_JOIN",
+    "TABLE",
+    "THEN",
+    "TO",
+    "TRAILING",
+    "TRANSACTION",
+    "TRUE",
+    "TRUNCATE",
+    "UNION",
+    "UNIQUE",
+    "UPDATE",
+    "USE",
+    "USING",
+    "VACUUM",
+    "VALUES",
+    "WHEN",
+    "WHERE",
+    "WINDOW",
+    "WITH",
 ];
 
 fn is_reserved(w: &str) -> bool {
@@ -776,7 +897,11 @@ impl Statement {
 
     /// A protocol command without SQL: its name is method and endpoint.
     pub fn command(name: &str, detail: String) -> Statement {
-        Statement { method: name.to_string(), endpoint: name.to_string(), detail: crate::truncate_display(&detail, crate::MAX_DETAIL) }
+        Statement {
+            method: name.to_string(),
+            endpoint: name.to_string(),
+            detail: crate::truncate_display(&detail, crate::MAX_DETAIL),
+        }
     }
 
     pub fn info(&self) -> crate::RequestInfo {
@@ -856,7 +981,10 @@ mod tests {
             template("SELECT * FROM t WHERE id = 42 AND n IN (1,2,3)"),
             "SELECT * FROM t WHERE id = ? AND n IN (?)"
         );
-        assert_eq!(template("select * from t where name = 'bob''s' and x > 1.5e3"), "SELECT * FROM t WHERE name = ? AND x > ?");
+        assert_eq!(
+            template("select * from t where name = 'bob''s' and x > 1.5e3"),
+            "SELECT * FROM t WHERE name = ? AND x > ?"
+        );
         assert_eq!(template("SELECT 0xFF, x'0a', b'01', TRUE, false, NULL"), "SELECT ?, ?, ?, ?, ?, NULL");
         assert_eq!(template("SELECT -5, x - 1, x-1, (-2)"), "SELECT ?, x - ?, x-?, (?)");
         assert_eq!(template("UPDATE t SET a = a + -3"), "UPDATE t SET a = a + ?");
@@ -866,12 +994,21 @@ mod tests {
 
     #[test]
     fn placeholders_and_identifiers_are_kept() {
-        assert_eq!(pg("SELECT \"Users\".\"id\" FROM \"Users\" WHERE \"id\" = $1"), "SELECT \"Users\".\"id\" FROM \"Users\" WHERE \"id\" = $1");
-        assert_eq!(my("SELECT `select` FROM `t` WHERE a = ? AND b = :name AND c = @v"), "SELECT `select` FROM `t` WHERE a = ? AND b = :name AND c = @v");
+        assert_eq!(
+            pg("SELECT \"Users\".\"id\" FROM \"Users\" WHERE \"id\" = $1"),
+            "SELECT \"Users\".\"id\" FROM \"Users\" WHERE \"id\" = $1"
+        );
+        assert_eq!(
+            my("SELECT `select` FROM `t` WHERE a = ? AND b = :name AND c = @v"),
+            "SELECT `select` FROM `t` WHERE a = ? AND b = :name AND c = @v"
+        );
         assert_eq!(my("SELECT @@session.sql_mode"), "SELECT @@session.sql_mode");
         assert_eq!(template("SELECT t1.col2 FROM t1"), "SELECT t1.col2 FROM t1");
         assert_eq!(my("SELECT * FROM 1st_table"), "SELECT * FROM 1st_table");
-        assert_eq!(template("select Count(*) from Orders o where o.user_id = 7"), "SELECT Count(*) FROM Orders o WHERE o.user_id = ?");
+        assert_eq!(
+            template("select Count(*) from Orders o where o.user_id = 7"),
+            "SELECT Count(*) FROM Orders o WHERE o.user_id = ?"
+        );
         // Keywords after a dot are names.
         assert_eq!(template("select t.from, t.order from t"), "SELECT t.from, t.order FROM t");
     }
@@ -879,7 +1016,10 @@ mod tests {
     #[test]
     fn strings_by_dialect() {
         // MySQL: "..." is a string and backslash escapes the quote.
-        assert_eq!(my(r#"SELECT * FROM t WHERE a = "x" AND b = 'it\'s' AND c = 1"#), "SELECT * FROM t WHERE a = ? AND b = ? AND c = ?");
+        assert_eq!(
+            my(r#"SELECT * FROM t WHERE a = "x" AND b = 'it\'s' AND c = 1"#),
+            "SELECT * FROM t WHERE a = ? AND b = ? AND c = ?"
+        );
         // PostgreSQL: standard strings keep backslashes; E'' strings escape.
         assert_eq!(pg(r"SELECT 'C:\' AS p, 1"), "SELECT ? AS p, ?");
         assert_eq!(pg(r"SELECT E'it\'s', 2"), "SELECT ?, ?");
@@ -890,7 +1030,10 @@ mod tests {
 
     #[test]
     fn comments_and_whitespace() {
-        assert_eq!(template("  SELECT  a,\n\t b -- trailing\nFROM t /* c */ WHERE x = 1  "), "SELECT a, b FROM t WHERE x = ?");
+        assert_eq!(
+            template("  SELECT  a,\n\t b -- trailing\nFROM t /* c */ WHERE x = 1  "),
+            "SELECT a, b FROM t WHERE x = ?"
+        );
         assert_eq!(template("/* app=web,request=9f2c */ SELECT 1"), "SELECT ?");
         assert_eq!(pg("SELECT /* a /* nested */ still */ 1"), "SELECT ?");
         assert_eq!(my("SELECT 1 # comment 123\nFROM dual"), "SELECT ? FROM dual");
@@ -899,16 +1042,31 @@ mod tests {
         assert_eq!(template("SELECT 1;;"), "SELECT ?");
         assert_eq!(template("SELECT 1; SELECT 2;"), "SELECT ?; SELECT ?");
         // mysqlslap ends its statements with a NUL byte.
-        assert_eq!(my("SELECT intcol1,intcol2,charcol1,charcol2 FROM t1\0"), "SELECT intcol1,intcol2,charcol1,charcol2 FROM t1");
+        assert_eq!(
+            my("SELECT intcol1,intcol2,charcol1,charcol2 FROM t1\0"),
+            "SELECT intcol1,intcol2,charcol1,charcol2 FROM t1"
+        );
     }
 
     #[test]
     fn in_lists_collapse() {
-        assert_eq!(template("SELECT * FROM t WHERE id IN (1, 2, 3) AND k NOT IN ('a','b')"), "SELECT * FROM t WHERE id IN (?) AND k NOT IN (?)");
+        assert_eq!(
+            template("SELECT * FROM t WHERE id IN (1, 2, 3) AND k NOT IN ('a','b')"),
+            "SELECT * FROM t WHERE id IN (?) AND k NOT IN (?)"
+        );
         assert_eq!(template("SELECT * FROM t WHERE id IN ($1, $2, $3)"), "SELECT * FROM t WHERE id IN ($1)");
-        assert_eq!(template("SELECT * FROM t WHERE (a, b) IN ((1, 2), (3, 4))"), "SELECT * FROM t WHERE (a, b) IN ((?, ?))");
-        assert_eq!(template("SELECT * FROM t WHERE id IN (SELECT id FROM u WHERE x = 1)"), "SELECT * FROM t WHERE id IN (SELECT id FROM u WHERE x = ?)");
-        assert_eq!(pg("SELECT * FROM t WHERE id = ANY(ARRAY[1, 2, 3])"), "SELECT * FROM t WHERE id = ANY(ARRAY[?])");
+        assert_eq!(
+            template("SELECT * FROM t WHERE (a, b) IN ((1, 2), (3, 4))"),
+            "SELECT * FROM t WHERE (a, b) IN ((?, ?))"
+        );
+        assert_eq!(
+            template("SELECT * FROM t WHERE id IN (SELECT id FROM u WHERE x = 1)"),
+            "SELECT * FROM t WHERE id IN (SELECT id FROM u WHERE x = ?)"
+        );
+        assert_eq!(
+            pg("SELECT * FROM t WHERE id = ANY(ARRAY[1, 2, 3])"),
+            "SELECT * FROM t WHERE id = ANY(ARRAY[?])"
+        );
         // The number of items does not matter.
         let a = template("select 1 from t where id in (1)");
         let b = template("select 1 from t where id in (1,2,3,4,5,6,7,8,9,10)");
@@ -921,10 +1079,16 @@ mod tests {
             template("insert into users values (1, 'alice', 'a@x.org'), (2, 'bob''s', 'b@x.org') on conflict do nothing;"),
             "INSERT INTO users VALUES (?, ?, ?) ON CONFLICT DO NOTHING"
         );
-        assert_eq!(my("INSERT INTO t (a, b) VALUES (1, NOW()), (2, NOW()), (3, NOW())"), "INSERT INTO t (a, b) VALUES (?, NOW())");
+        assert_eq!(
+            my("INSERT INTO t (a, b) VALUES (1, NOW()), (2, NOW()), (3, NOW())"),
+            "INSERT INTO t (a, b) VALUES (?, NOW())"
+        );
         assert_eq!(my("INSERT INTO t VALUES ROW(1, 2), ROW(3, 4)"), "INSERT INTO t VALUES ROW(?, ?)");
         // A row list cut by the snaplen.
-        assert_eq!(template("INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, 'c"), "INSERT INTO t VALUES (?, ?)");
+        assert_eq!(
+            template("INSERT INTO t VALUES (1, 'a'), (2, 'b'), (3, 'c"),
+            "INSERT INTO t VALUES (?, ?)"
+        );
         // An IN list cut by the snaplen.
         assert_eq!(template("SELECT * FROM t WHERE id IN (1, 2, 3"), "SELECT * FROM t WHERE id IN (?");
         assert_eq!(template("SELECT * FROM t WHERE id IN (1, 22, 333,"), "SELECT * FROM t WHERE id IN (?");
@@ -939,7 +1103,10 @@ mod tests {
         assert_eq!(pg("DEALLOCATE PREPARE stmt_9"), "DEALLOCATE PREPARE ?");
         assert_eq!(pg("FETCH FORWARD 100 FROM \"_django_curs_1403_sync_1\""), "FETCH FORWARD ? FROM ?");
         assert_eq!(pg("CLOSE c_77"), "CLOSE ?");
-        assert_eq!(pg("CREATE TRIGGER t BEFORE INSERT ON x FOR EACH ROW EXECUTE FUNCTION f()"), "CREATE TRIGGER t BEFORE INSERT ON x FOR EACH ROW EXECUTE FUNCTION f()");
+        assert_eq!(
+            pg("CREATE TRIGGER t BEFORE INSERT ON x FOR EACH ROW EXECUTE FUNCTION f()"),
+            "CREATE TRIGGER t BEFORE INSERT ON x FOR EACH ROW EXECUTE FUNCTION f()"
+        );
     }
 
     #[test]
@@ -950,7 +1117,10 @@ mod tests {
             pg("UPDATE pgbench_accounts SET abalance = abalance + -2241 WHERE aid = 37226;"),
             "UPDATE pgbench_accounts SET abalance = abalance + ? WHERE aid = ?"
         );
-        assert_eq!(pg("SELECT abalance FROM pgbench_accounts WHERE aid = 37226;"), "SELECT abalance FROM pgbench_accounts WHERE aid = ?");
+        assert_eq!(
+            pg("SELECT abalance FROM pgbench_accounts WHERE aid = 37226;"),
+            "SELECT abalance FROM pgbench_accounts WHERE aid = ?"
+        );
         assert_eq!(
             pg("INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (3, 1, 37226, -2241, CURRENT_TIMESTAMP);"),
             "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (?, ?, ?, ?, CURRENT_TIMESTAMP)"
@@ -967,7 +1137,8 @@ mod tests {
 
     #[test]
     fn mysqlslap_statements() {
-        let insert = "INSERT INTO t1 VALUES (1804289383,846930886,'xvtvmC9127qJNm06sGB8R92q2j7vTiiITRDG','97RGHZ65mNzkSrYT3zWoSbg9cNePQr1bzSk81qDgE4Oanw3rnPfGsBHSbnu1evTdFDe83ro9w4jjteQg4yoo9xHck3WNqzs54W5zEm92ikdRF48B2oz3m8gMBAl11W')\0";
+        let insert = "INSERT INTO t1 VALUES (1804289383,846930886,'xvtvmC9127qJNm06sGB8R92q2j7vTiiITRDG',\
+                      '97RGHZ65mNzkSrYT3zWoSbg9cNePQr1bzSk81qDgE4Oanw3rnPfGsBHSbnu1evTdFDe83ro9w4jjteQg4yoo')\0";
         assert_eq!(my(insert), "INSERT INTO t1 VALUES (?,?,?,?)");
         assert_eq!(my("DROP SCHEMA IF EXISTS `mysqlslap`"), "DROP SCHEMA IF EXISTS `mysqlslap`");
         assert_eq!(
@@ -1000,7 +1171,10 @@ mod tests {
         assert_eq!(verb("SET NAMES 'utf8mb4'"), "SET");
         assert_eq!(verb("show tables"), "SHOW");
         assert_eq!(verb("WITH x AS (SELECT 1) SELECT * FROM x"), "SELECT");
-        assert_eq!(verb("with recursive r(n) as (select 1 union all select n+1 from r) update t set a = 1"), "UPDATE");
+        assert_eq!(
+            verb("with recursive r(n) as (select 1 union all select n+1 from r) update t set a = 1"),
+            "UPDATE"
+        );
         assert_eq!(verb("WITH a AS (DELETE FROM t RETURNING *), b AS MATERIALIZED (SELECT 1) INSERT INTO u SELECT * FROM a"), "INSERT");
         assert_eq!(verb("WITH x AS (SELECT 1"), "WITH");
         assert_eq!(verb(""), "");
@@ -1057,7 +1231,9 @@ pub(crate) mod test_support {
             let f: Vec<&str> = line.split_whitespace().collect();
             let hex = f[3].as_bytes();
             let head = (0..hex.len() / 2)
-                .map(|i| u8::from_str_radix(std::str::from_utf8(&hex[2 * i..2 * i + 2]).unwrap(), 16).unwrap())
+                .map(|i| {
+                    u8::from_str_radix(std::str::from_utf8(&hex[2 * i..2 * i + 2]).unwrap(), 16).unwrap()
+                })
                 .collect();
             let dir = if f[1] == "C" { Direction::Request } else { Direction::Response };
             out.push(Captured { conn: f[0].parse().unwrap(), dir, len: f[2].parse().unwrap(), head });
