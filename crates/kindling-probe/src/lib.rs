@@ -19,6 +19,7 @@ mod bench_skel {
     include!(concat!(env!("OUT_DIR"), "/bench_empty.skel.rs"));
 }
 
+pub mod adopt;
 mod layout;
 mod loader;
 

@@ -255,7 +255,7 @@ where
         .spawn(move || -> Result<(), ProbeError> {
             let mut storage = MaybeUninit::uninit();
             let setup = setup_kindling(&mut storage, &cfg);
-            let (skel, links, programs, kernel) = match setup {
+            let (mut skel, links, programs, kernel) = match setup {
                 Ok(v) => v,
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
@@ -279,6 +279,8 @@ where
             };
             let _ = ready_tx.send(Ok((programs, kernel)));
             let mut last_drop_read = Instant::now();
+            let attached = Instant::now();
+            let mut adopted_retired = false;
             while !stop2.load(Ordering::Relaxed) {
                 // Events are submitted without wake-ups until the buffer fills
                 // up, so poll on a timer and drain whatever is there.
@@ -286,6 +288,9 @@ where
                 let _ = rb.consume();
                 if last_drop_read.elapsed() >= Duration::from_secs(1) {
                     read_drops(&skel.maps.drop_counts, &drops2);
+                    if !adopted_retired {
+                        adopted_retired = retire_adopted(&mut skel, attached);
+                    }
                     last_drop_read = Instant::now();
                 }
             }
@@ -337,12 +342,22 @@ fn setup_kindling<'obj>(
     ro.filter_pids = !cfg.pids.is_empty();
     ro.filter_ports = !cfg.ports.is_empty();
     ro.wakeup_bytes = (cfg.ringbuf_bytes / 8) as u64;
+    let task_storage = task_storage_supported();
+    ro.use_task_storage = task_storage;
+    let maps_err = |what: &str, e: libbpf_rs::Error| ProbeError::Config(format!("{what}: {e}"));
+    if task_storage {
+        // The hash map is the fallback; keep it minimal when unused.
+        open.maps.inflight.set_max_entries(1).map_err(|e| maps_err("inflight map", e))?;
+    } else {
+        tracing::info!("task-local storage unavailable to tracepoints: in-flight syscalls kept in a hash map");
+        open.maps.inflight_ts.set_autocreate(false).map_err(|e| maps_err("inflight_ts map", e))?;
+    }
     open.maps
         .events
         .set_max_entries(cfg.ringbuf_bytes)
         .map_err(|e| ProbeError::Config(format!("ring buffer size: {e}")))?;
     clear_libbpf_log();
-    let skel = open.load().map_err(load_error)?;
+    let mut skel = open.load().map_err(load_error)?;
     for pid in &cfg.pids {
         skel.maps
             .pid_filter
@@ -356,7 +371,71 @@ fn setup_kindling<'obj>(
             .map_err(|e| ProbeError::Maps(format!("port filter: {e}")))?;
     }
     let (links, programs) = attach_all(skel.object())?;
+    adopt_in_flight(&mut skel, cfg);
     Ok((skel, links, programs, kernel))
+}
+
+/// Can tracepoint programs use task-local storage (5.19+ in practice)?
+fn task_storage_supported() -> bool {
+    let helper = libbpf_rs::ProgramType::Tracepoint
+        .is_helper_supported(libbpf_rs::libbpf_sys::BPF_FUNC_task_storage_get)
+        .unwrap_or(false);
+    let map = libbpf_rs::MapType::TaskStorage.is_supported().unwrap_or(false);
+    helper && map
+}
+
+/// Hands syscalls that were already blocked at attach to the BPF side.
+fn adopt_in_flight(skel: &mut crate::skel::KindlingSkel<'_>, cfg: &ProbeConfig) {
+    let pids: Option<std::collections::HashSet<u32>> =
+        (!cfg.pids.is_empty()).then(|| cfg.pids.iter().copied().collect());
+    let mut n = 0;
+    for a in crate::adopt::scan(pids.as_ref(), cfg.self_pid) {
+        let mut v = crate::skel::types::inflight::default();
+        v.fd = a.fd;
+        v.syscall = a.syscall;
+        v.buf = a.buf;
+        v.addr = a.addr;
+        v.count = a.count;
+        // ts = 0 (start unknown), has_info = 0 (resolve the socket at exit).
+        if skel.maps.adopted.update(&a.tid.to_ne_bytes(), pod_bytes(&v), MapFlags::ANY).is_ok() {
+            n += 1;
+        }
+    }
+    if n > 0 {
+        set_adopted_active(skel, true);
+        tracing::debug!("adopted {n} syscalls in flight at attach");
+    }
+}
+
+fn set_adopted_active(skel: &mut crate::skel::KindlingSkel<'_>, on: bool) {
+    if let Some(bss) = skel.maps.bss_data.as_deref_mut() {
+        // SAFETY: `bss` is the live mmap of the object's .bss; a volatile write
+        // makes the store visible to the BPF programs that read it.
+        unsafe { std::ptr::write_volatile(&mut bss.adopted_active, on as u32) };
+    }
+}
+
+/// Adopted entries are consumed as their syscalls return; once none are left,
+/// or after a minute (threads blocked that long are idle anyway), stop
+/// looking so syscall exits never pay for the lookup again.
+fn retire_adopted(skel: &mut crate::skel::KindlingSkel<'_>, since: Instant) -> bool {
+    let empty = skel.maps.adopted.keys().next().is_none();
+    if !empty && since.elapsed() < Duration::from_secs(60) {
+        return false;
+    }
+    set_adopted_active(skel, false);
+    let keys: Vec<Vec<u8>> = skel.maps.adopted.keys().collect();
+    for k in keys {
+        let _ = skel.maps.adopted.delete(&k);
+    }
+    true
+}
+
+/// The bytes of a plain-old-data value generated from the BPF object's BTF.
+fn pod_bytes<T: Copy>(v: &T) -> &[u8] {
+    // SAFETY: T is a #[repr(C)] Copy struct generated by libbpf-cargo from BTF
+    // (no pointers, no invariants); reading its bytes is always valid.
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
 }
 
 fn attach_all(obj: &libbpf_rs::Object) -> Result<(Vec<Link>, Vec<ProgramInfo>), ProbeError> {

@@ -6,7 +6,7 @@ use crate::source::{self, SourceOptions};
 use anyhow::Context;
 use crossbeam_channel::RecvTimeoutError;
 use kindling_events::capture::{CaptureHeader, CaptureWriter, FORMAT_VERSION};
-use kindling_events::model::Event;
+use kindling_events::model::{Event, EventBody};
 use kindling_events::wire::WIRE_VERSION;
 use kindling_sockets::SocketTable;
 use kindling_telemetry::Telemetry;
@@ -28,6 +28,8 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<()> {
     };
     let src = source::start(&opts, &telemetry)?;
     let started = Instant::now();
+    // Scripts and tests wait for this line: from here on, nothing is missed.
+    eprintln!("kindling: capturing ({} programs attached)", src.probe.programs().len());
 
     let mut writer = match &args.record {
         Some(path) => {
@@ -49,7 +51,12 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<()> {
     let mut table = SocketTable::default();
     let mut printed = 0u64;
 
+    // With only ports to filter on, process lifecycle events are noise.
+    let sockets_only = !args.filter.ports.is_empty() && args.filter.pids.is_empty();
     let mut handle = |mut ev: Event| -> anyhow::Result<()> {
+        if sockets_only && !matches!(ev.body, EventBody::Socket(_) | EventBody::SocketSnapshot(_)) {
+            return Ok(());
+        }
         table.observe(&mut ev);
         if let Some(w) = writer.as_mut() {
             w.write(&ev)?;
@@ -68,7 +75,7 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<()> {
         Ok(())
     };
 
-    for ev in std::mem::take(&mut { src.snapshot }) {
+    for ev in src.snapshot {
         handle(ev)?;
     }
     let deadline = args.filter.duration.map(|d| started + d);

@@ -33,6 +33,13 @@ const volatile bool filter_pids = false;
 const volatile bool filter_ports = false;
 /* Wake the reader only when this much data is waiting; it polls on a timer otherwise. */
 const volatile __u64 wakeup_bytes = 256 * 1024;
+/* Keep in-flight syscalls in task-local storage (no hash-bucket locks) when the
+ * kernel allows it from tracepoint programs; else in the `inflight` hash map. */
+const volatile bool use_task_storage = false;
+
+/* Set by user space while `adopted` holds entries: otherwise exits never look
+ * there, so the common path pays nothing for it. */
+__u32 adopted_active = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -62,17 +69,49 @@ struct {
 	__type(value, __u8);
 } port_filter SEC(".maps");
 
-/* A socket syscall between its enter and its exit, per thread. */
+/* A connection's addresses. */
+struct tuple {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+};
+
+/* What we know about a socket, cached by its inode number so the common case
+ * (a connection we have seen before) costs one map lookup instead of a chain
+ * of kernel reads. Once a connection has both ports its tuple cannot change
+ * (`stable`), and the cached copy also survives a reset that clears the
+ * socket's own fields before the syscall that raced with it returns. */
+struct sock_info {
+	struct tuple t;
+	__u64 sk;
+	__u64 ino;
+	__u8 family; /* 0: not a TCP/UDP socket (cached so we stop looking) */
+	__u8 proto;
+	__u8 stable;
+	__u8 _pad[5];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct sock_info);
+} sock_cache SEC(".maps");
+
+/* A socket syscall between its enter and its exit, per thread. User space also
+ * writes entries (has_info = 0) for syscalls already blocked when we attached,
+ * read from /proc/PID/task/TID/syscall. */
 struct inflight {
-	__u64 ts;
+	struct sock_info si;
+	__u64 ts;    /* 0: start unknown */
 	__u64 buf;   /* buffer, iovec array, msghdr or mmsghdr array */
 	__u64 addr;  /* user sockaddr (connect, sendto, recvfrom) */
-	__u64 sk;
 	__u64 count; /* iovcnt or vlen */
 	__s32 fd;
 	__u16 syscall;
-	__u8 family;
-	__u8 proto;
+	__u8 has_info;
+	__u8 _pad;
 };
 
 struct {
@@ -81,6 +120,21 @@ struct {
 	__type(key, __u32);
 	__type(value, struct inflight);
 } inflight SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct inflight);
+} inflight_ts SEC(".maps");
+
+/* Syscalls already blocked when we attached, by thread id (see struct inflight). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct inflight);
+} adopted SEC(".maps");
 
 /* A non-blocking connect waiting for its handshake, keyed by struct sock *. */
 struct pending_connect {
@@ -180,53 +234,123 @@ static __always_inline void fill_header(struct kd_header *h, __u32 kind)
 	bpf_get_current_comm(&h->comm, sizeof(h->comm));
 }
 
-/* fd -> struct sock *, only for TCP and UDP sockets over IPv4/IPv6. */
-static __always_inline struct sock *fd_to_inet_sock(int fd, __u8 *family, __u8 *proto)
+/* Turns a plain kernel pointer into a BTF one, so its fields load directly
+ * instead of through helper calls (kernel 6.2+; weak: absent elsewhere). */
+extern void *bpf_rdonly_cast(const void *obj, __u32 btf_id) __ksym __weak;
+
+/* fd -> struct file * of the current task (NULL if none). Kernels with
+ * bpf_get_current_task_btf (5.11+) walk task->files->fdt with direct BTF loads,
+ * which are much cheaper than helper reads; older ones use CO-RE reads. */
+static __always_inline struct file *fd_file(int fd)
 {
 	if (fd < 0)
 		return NULL;
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
-	if (!fdt)
-		return NULL;
-	unsigned int max_fds = BPF_CORE_READ(fdt, max_fds);
-	if ((unsigned int)fd >= max_fds)
-		return NULL;
-	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file **fds;
+	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_get_current_task_btf)) {
+		struct task_struct *t = bpf_get_current_task_btf();
+		struct fdtable *fdt = t->files->fdt;
+		if ((unsigned int)fd >= fdt->max_fds)
+			return NULL;
+		fds = fdt->fd;
+	} else {
+		struct task_struct *t = (struct task_struct *)bpf_get_current_task();
+		struct fdtable *fdt = BPF_CORE_READ(t, files, fdt);
+		if (!fdt || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+			return NULL;
+		fds = BPF_CORE_READ(fdt, fd);
+	}
 	struct file *f = NULL;
-	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]) || !f)
+	if (bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]))
 		return NULL;
-	umode_t mode = BPF_CORE_READ(f, f_inode, i_mode);
-	if ((mode & S_IFMT) != S_IFSOCK)
-		return NULL;
-	struct socket *sock = (struct socket *)BPF_CORE_READ(f, private_data);
-	struct sock *sk = BPF_CORE_READ(sock, sk);
-	if (!sk)
-		return NULL;
-	__u16 fam = BPF_CORE_READ(sk, __sk_common.skc_family);
-	if (fam != AF_INET && fam != AF_INET6)
-		return NULL;
-	__u16 p = BPF_CORE_READ(sk, sk_protocol);
-	if (p != IPPROTO_TCP && p != IPPROTO_UDP)
-		return NULL;
-	*family = fam;
-	*proto = p;
-	return sk;
+	return f;
 }
 
-static __always_inline void read_tuple(struct sock *sk, struct kd_sock_event *e)
+/* The inode number of a socket file (0 if `f` is not a socket). */
+static __always_inline __u64 socket_ino(struct file *f)
 {
-	e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	if (e->family == AF_INET) {
+	struct inode *inode;
+	umode_t mode;
+	__u64 ino;
+	if (bpf_rdonly_cast) {
+		struct file *bf = bpf_rdonly_cast(f, bpf_core_type_id_kernel(struct file));
+		inode = bf->f_inode;
+		if (!inode)
+			return 0;
+		mode = inode->i_mode;
+		ino = inode->i_ino;
+	} else {
+		inode = BPF_CORE_READ(f, f_inode);
+		if (!inode)
+			return 0;
+		mode = BPF_CORE_READ(inode, i_mode);
+		ino = BPF_CORE_READ(inode, i_ino);
+	}
+	return (mode & S_IFMT) == S_IFSOCK ? ino : 0;
+}
+
+static __always_inline void read_tuple(struct sock *sk, __u8 family, struct tuple *t)
+{
+	t->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	t->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (family == AF_INET) {
 		__u32 s = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
 		__u32 d = BPF_CORE_READ(sk, __sk_common.skc_daddr);
-		__builtin_memcpy(e->saddr, &s, 4);
-		__builtin_memcpy(e->daddr, &d, 4);
+		__builtin_memset(t->saddr, 0, 16);
+		__builtin_memset(t->daddr, 0, 16);
+		__builtin_memcpy(t->saddr, &s, 4);
+		__builtin_memcpy(t->daddr, &d, 4);
 	} else {
-		BPF_CORE_READ_INTO(&e->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(&e->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&t->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+		BPF_CORE_READ_INTO(&t->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
 	}
+}
+
+/* Re-reads the tuple of a socket that was not connected yet. */
+static __always_inline void refresh_tuple(struct sock_info *si)
+{
+	read_tuple((struct sock *)si->sk, si->family, &si->t);
+	si->stable = si->t.sport && si->t.dport;
+}
+
+/* What fd is, if a TCP or UDP socket: from the cache, else from the kernel
+ * (and then cached, non-inet sockets included so they are rejected fast). */
+static __always_inline bool fd_sock_info(int fd, struct sock_info *out)
+{
+	struct file *f = fd_file(fd);
+	if (!f)
+		return false;
+	__u64 ino = socket_ino(f);
+	if (!ino)
+		return false;
+	struct sock_info *cached = bpf_map_lookup_elem(&sock_cache, &ino);
+	if (cached) {
+		*out = *cached;
+		return out->family != 0;
+	}
+	__builtin_memset(out, 0, sizeof(*out));
+	out->ino = ino;
+	struct socket *sock = (struct socket *)BPF_CORE_READ(f, private_data);
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+	if (sk) {
+		__u16 fam = BPF_CORE_READ(sk, __sk_common.skc_family);
+		__u16 p = BPF_CORE_READ(sk, sk_protocol);
+		if ((fam == AF_INET || fam == AF_INET6) && (p == IPPROTO_TCP || p == IPPROTO_UDP)) {
+			out->sk = (__u64)sk;
+			out->family = fam;
+			out->proto = p;
+			refresh_tuple(out);
+		}
+	}
+	bpf_map_update_elem(&sock_cache, &ino, out, BPF_ANY);
+	return out->family != 0;
+}
+
+static __always_inline void set_tuple(struct kd_sock_event *e, struct tuple *t)
+{
+	__builtin_memcpy(e->saddr, t->saddr, 16);
+	__builtin_memcpy(e->daddr, t->daddr, 16);
+	e->sport = t->sport;
+	e->dport = t->dport;
 }
 
 /* A peer address from a user sockaddr (sendto/recvfrom/msg_name/connect). */
@@ -309,29 +433,66 @@ static __always_inline void emit_sock(struct kd_sock_event *e, __u32 payload_len
 	submit(e, sizeof(*e) + (payload_len & (2 * KD_MAX_PAYLOAD - 1)));
 }
 
+/* Remembers the current thread's socket syscall until its exit. */
+static __always_inline void inflight_put(__u32 tid, struct inflight *a)
+{
+	if (use_task_storage) {
+		struct inflight *slot = bpf_task_storage_get(&inflight_ts, bpf_get_current_task_btf(), 0,
+							     BPF_LOCAL_STORAGE_GET_F_CREATE);
+		if (slot)
+			*slot = *a;
+		else
+			count_drop(KD_DROP_INFLIGHT_FULL);
+	} else if (bpf_map_update_elem(&inflight, &tid, a, BPF_ANY)) {
+		count_drop(KD_DROP_INFLIGHT_FULL);
+	}
+}
+
+/* Takes the current thread's remembered syscall, if any. */
+static __always_inline bool inflight_take(__u32 tid, struct inflight *out)
+{
+	if (use_task_storage) {
+		struct inflight *slot = bpf_task_storage_get(&inflight_ts, bpf_get_current_task_btf(), 0, 0);
+		if (slot && slot->syscall) {
+			*out = *slot;
+			slot->syscall = 0;
+			return true;
+		}
+	} else {
+		struct inflight *p = bpf_map_lookup_elem(&inflight, &tid);
+		if (p) {
+			*out = *p;
+			bpf_map_delete_elem(&inflight, &tid);
+			return true;
+		}
+	}
+	if (!adopted_active)
+		return false;
+	struct inflight *p = bpf_map_lookup_elem(&adopted, &tid);
+	if (!p)
+		return false;
+	*out = *p;
+	bpf_map_delete_elem(&adopted, &tid);
+	return true;
+}
+
 static __always_inline int sock_enter(__u16 sys, int fd, __u64 buf, __u64 addr, __u64 count)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)id;
 	if (!pid_wanted(id >> 32))
 		return 0;
-	__u8 family = 0, proto = 0;
-	struct sock *sk = fd_to_inet_sock(fd, &family, &proto);
-	if (!sk)
+	struct inflight a = {};
+	if (!fd_sock_info(fd, &a.si))
 		return 0;
-	struct inflight a = {
-		.ts = bpf_ktime_get_ns(),
-		.buf = buf,
-		.addr = addr,
-		.sk = (__u64)sk,
-		.count = count,
-		.fd = fd,
-		.syscall = sys,
-		.family = family,
-		.proto = proto,
-	};
-	if (bpf_map_update_elem(&inflight, &tid, &a, BPF_ANY))
-		count_drop(KD_DROP_INFLIGHT_FULL);
+	a.has_info = 1;
+	a.ts = bpf_ktime_get_ns();
+	a.buf = buf;
+	a.addr = addr;
+	a.count = count;
+	a.fd = fd;
+	a.syscall = sys;
+	inflight_put(tid, &a);
 	return 0;
 }
 
@@ -341,16 +502,18 @@ static __always_inline struct kd_sock_event *start_sock_event(struct sock_scratc
 							      __u32 kind)
 {
 	struct kd_sock_event *e = &s->ev;
-	__builtin_memset(e, 0, sizeof(*e));
 	fill_header(&e->hdr, kind);
-	e->latency_ns = e->hdr.ts_ns - a->ts;
+	e->latency_ns = a->ts ? e->hdr.ts_ns - a->ts : 0;
 	e->ret = ret;
-	e->sock_id = a->sk;
+	e->sock_id = a->si.sk;
 	e->fd = a->fd;
 	e->syscall = a->syscall;
-	e->family = a->family;
-	e->proto = a->proto;
-	read_tuple((struct sock *)a->sk, e);
+	e->family = a->si.family;
+	e->proto = a->si.proto;
+	e->msg_index = 0;
+	e->bytes = 0;
+	e->payload_len = 0;
+	set_tuple(e, &a->si.t);
 	return e;
 }
 
@@ -372,7 +535,7 @@ static __always_inline void emit_mmsg(struct sock_scratch *s, struct inflight *a
 		struct kd_sock_event *e = start_sock_event(s, a, ret, KD_EV_SOCK);
 		e->msg_index = i;
 		e->bytes = m.msg_len;
-		if (a->proto == IPPROTO_UDP)
+		if (a->si.proto == IPPROTO_UDP)
 			read_user_peer(m.msg_hdr.msg_name, e);
 		if (!port_wanted(e->sport, e->dport))
 			continue;
@@ -388,37 +551,37 @@ static __always_inline void emit_mmsg(struct sock_scratch *s, struct inflight *a
 static __always_inline int sock_exit(__u16 sys, long ret)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct inflight *p = bpf_map_lookup_elem(&inflight, &tid);
-	if (!p)
-		return 0;
-	struct inflight a = *p;
-	bpf_map_delete_elem(&inflight, &tid);
-	if (a.syscall != sys)
+	struct inflight a;
+	if (!inflight_take(tid, &a) || a.syscall != sys)
 		return 0;
 	if (is_hidden_error(ret))
+		return 0;
+	/* Written by user space for a syscall in flight at attach: resolve now. */
+	if (!a.has_info && !fd_sock_info(a.fd, &a.si))
 		return 0;
 	struct sock_scratch *s = scratch();
 	if (!s)
 		return 0;
 
+	if (sys == KD_SYS_ACCEPT || sys == KD_SYS_ACCEPT4) {
+		/* The new connection's socket replaces the listener's. */
+		if (ret < 0 || !fd_sock_info(ret, &a.si))
+			return 0;
+		a.fd = ret;
+	} else if (sys == KD_SYS_CONNECT) {
+		/* connect() sets the local end: remember the connected tuple. */
+		refresh_tuple(&a.si);
+		if (a.si.stable)
+			bpf_map_update_elem(&sock_cache, &a.si.ino, &a.si, BPF_ANY);
+	} else if (!a.si.stable) {
+		/* Unconnected (UDP) or not yet bound: read the ends as they are now. */
+		refresh_tuple(&a.si);
+	}
+
 	if (sys == KD_SYS_SENDMMSG || sys == KD_SYS_RECVMMSG) {
 		if (ret > 0)
 			emit_mmsg(s, &a, ret);
 		return 0;
-	}
-
-	if (sys == KD_SYS_ACCEPT || sys == KD_SYS_ACCEPT4) {
-		if (ret < 0)
-			return 0;
-		/* The new connection's socket replaces the listener's. */
-		__u8 family = 0, proto = 0;
-		struct sock *sk = fd_to_inet_sock(ret, &family, &proto);
-		if (!sk)
-			return 0;
-		a.sk = (__u64)sk;
-		a.fd = ret;
-		a.family = family;
-		a.proto = proto;
 	}
 
 	struct kd_sock_event *e = start_sock_event(s, &a, ret, KD_EV_SOCK);
@@ -435,7 +598,7 @@ static __always_inline int sock_exit(__u16 sys, long ret)
 		break;
 	case KD_SYS_SENDTO:
 	case KD_SYS_RECVFROM:
-		if (a.proto == IPPROTO_UDP)
+		if (a.si.proto == IPPROTO_UDP)
 			read_user_peer((const void *)a.addr, e);
 		if (ret > 0)
 			len = copy_payload(s->payload, 0, (const void *)a.buf, ret);
@@ -450,7 +613,7 @@ static __always_inline int sock_exit(__u16 sys, long ret)
 		struct user_msghdr m = {};
 		if (bpf_probe_read_user(&m, sizeof(m), (const void *)a.buf))
 			break;
-		if (a.proto == IPPROTO_UDP)
+		if (a.si.proto == IPPROTO_UDP)
 			read_user_peer(m.msg_name, e);
 		if (ret > 0)
 			len = copy_iov(s->payload, m.msg_iov, m.msg_iovlen, ret);
@@ -460,7 +623,7 @@ static __always_inline int sock_exit(__u16 sys, long ret)
 		/* The target is what the caller asked for, even when the connect failed. */
 		read_user_peer((const void *)a.addr, e);
 		e->bytes = 0;
-		if (ret == -EINPROGRESS && a.proto == IPPROTO_TCP) {
+		if (ret == -EINPROGRESS && a.si.proto == IPPROTO_TCP) {
 			struct pending_connect pc = {
 				.ts = a.ts,
 				.tgid = e->hdr.tgid,
@@ -468,17 +631,17 @@ static __always_inline int sock_exit(__u16 sys, long ret)
 				.fd = a.fd,
 			};
 			__builtin_memcpy(pc.comm, e->hdr.comm, KD_COMM_LEN);
-			if (bpf_map_update_elem(&pending_connects, &a.sk, &pc, BPF_ANY)) {
+			if (bpf_map_update_elem(&pending_connects, &a.si.sk, &pc, BPF_ANY)) {
 				count_drop(KD_DROP_CONNECT_FULL);
 				break;
 			}
 			/* On loopback the handshake can finish before connect() returns:
 			 * if the socket already left SYN_SENT and the state hook has not
 			 * claimed the entry, report the completion ourselves. */
-			struct sock *sk = (struct sock *)a.sk;
+			struct sock *sk = (struct sock *)a.si.sk;
 			__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
 			if (state != TCP_SYN_SENT &&
-			    bpf_map_delete_elem(&pending_connects, &a.sk) == 0) {
+			    bpf_map_delete_elem(&pending_connects, &a.si.sk) == 0) {
 				done_now = true;
 				int err = BPF_CORE_READ(sk, sk_err);
 				done_ret = state == TCP_ESTABLISHED ? 0 : (err ? -err : -1);
@@ -537,19 +700,14 @@ int kd_enter_close(struct trace_event_raw_sys_enter *ctx)
 	__u64 id = bpf_get_current_pid_tgid();
 	if (!pid_wanted(id >> 32))
 		return 0;
-	int fd = (int)ctx->args[0];
-	__u8 family = 0, proto = 0;
-	struct sock *sk = fd_to_inet_sock(fd, &family, &proto);
-	if (!sk)
+	struct inflight a = {};
+	a.fd = (int)ctx->args[0];
+	a.syscall = KD_SYS_CLOSE;
+	if (!fd_sock_info(a.fd, &a.si))
 		return 0;
 	struct sock_scratch *s = scratch();
 	if (!s)
 		return 0;
-	__u64 now = bpf_ktime_get_ns();
-	struct inflight a = {
-		.ts = now, .sk = (__u64)sk, .fd = fd, .syscall = KD_SYS_CLOSE,
-		.family = family, .proto = proto,
-	};
 	struct kd_sock_event *e = start_sock_event(s, &a, 0, KD_EV_SOCK);
 	e->latency_ns = 0;
 	if (!port_wanted(e->sport, e->dport))
@@ -594,7 +752,9 @@ int kd_sock_set_state(struct trace_event_raw_inet_sock_set_state *ctx)
 	e->syscall = KD_SYS_CONNECT;
 	e->family = ctx->family;
 	e->proto = IPPROTO_TCP;
-	read_tuple((struct sock *)ctx->skaddr, e);
+	struct tuple t = {};
+	read_tuple((struct sock *)ctx->skaddr, ctx->family, &t);
+	set_tuple(e, &t);
 	if (!port_wanted(e->sport, e->dport))
 		return 0;
 	emit_sock(e, 0);
@@ -634,8 +794,10 @@ int BPF_PROG(kd_exit, struct task_struct *p)
 {
 	__u32 tid = p->pid;
 	__u32 tgid = p->tgid;
-	/* A thread that dies inside a socket syscall never reaches its exit hook. */
-	bpf_map_delete_elem(&inflight, &tid);
+	/* A thread that dies inside a socket syscall never reaches its exit hook
+	 * (task storage goes away with the task by itself). */
+	if (!use_task_storage)
+		bpf_map_delete_elem(&inflight, &tid);
 	if (!pid_wanted(tgid))
 		return 0;
 	bool group_dead = BPF_CORE_READ(p, signal, live.counter) == 0;

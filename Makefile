@@ -1,0 +1,49 @@
+# Kindling — build, run and test. See README.md.
+SHELL := /bin/bash
+CARGO ?= cargo
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+export CARGO_TARGET_DIR ?= $(CURDIR)/target
+BIN := $(CARGO_TARGET_DIR)/release/kindling
+ARGS ?=
+
+.PHONY: all deps test-deps build run test test-unit test-root bench clean lint check-root
+
+all: build
+
+deps:
+	@scripts/install-deps.sh build
+
+test-deps:
+	@scripts/install-deps.sh test
+
+build: deps
+	$(CARGO) build --release --locked --bin kindling
+
+## run: build and start the agent (API, UI and /metrics on 127.0.0.1:9500).
+run: build
+	$(BIN) run $(ARGS)
+
+check-root:
+	@if [[ $$(id -u) -ne 0 ]]; then echo "make test runs eBPF tests that load kernel programs: run it as root" >&2; exit 1; fi
+
+## test: every test, including the root eBPF tests against real servers.
+test: check-root test-deps test-unit test-root
+
+test-unit:
+	$(CARGO) test --release --locked --workspace --exclude kindling
+	$(CARGO) test --release --locked -p kindling --bins
+
+# Root tests load BPF programs and drive real servers; one at a time so their
+# timings and servers do not interfere.
+test-root:
+	$(CARGO) test --release --locked -p kindling --test root -- --test-threads=1
+
+## bench: performance ratios measured side by side (see docs/BENCHMARKS.md).
+bench: check-root test-deps
+	$(CARGO) run --release --locked -p kindling-bench -- $(ARGS)
+
+lint:
+	$(CARGO) clippy --release --workspace --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,181 @@
+//! Shared helpers for the root tests: running `kindling capture` around real
+//! traffic, and the peer processes that make it.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+/// Root tests must fail loudly, never skip, when they cannot run.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!("ROOT TEST: this test loads eBPF programs and must run as root (`make test` runs it as root)");
+    }
+}
+
+pub fn kindling() -> &'static str {
+    env!("CARGO_BIN_EXE_kindling")
+}
+
+pub fn peer_script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers").join(name)
+}
+
+/// A running `kindling capture --json` (plus any extra args).
+pub struct Capture {
+    child: Child,
+    stdout: JoinHandle<Vec<String>>,
+    stderr: mpsc::Receiver<String>,
+    stderr_seen: Vec<String>,
+}
+
+pub struct Captured {
+    pub events: Vec<Value>,
+    pub stderr: Vec<String>,
+}
+
+impl Capture {
+    pub fn start(args: &[&str]) -> Capture {
+        let mut child = Command::new(kindling())
+            .arg("capture")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning kindling capture");
+        let out = child.stdout.take().expect("stdout");
+        let stdout = std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).collect());
+        let err = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut cap = Capture { child, stdout, stderr: rx, stderr_seen: Vec::new() };
+        cap.wait_ready();
+        cap
+    }
+
+    fn wait_ready(&mut self) {
+        loop {
+            match self.stderr.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) => {
+                    let ready = line.contains("kindling: capturing");
+                    self.stderr_seen.push(line);
+                    if ready {
+                        return;
+                    }
+                }
+                Err(_) => {
+                    let _ = self.child.kill();
+                    panic!("kindling capture did not become ready; stderr: {:?}", self.stderr_seen);
+                }
+            }
+        }
+    }
+
+    /// Stops the capture (SIGINT) unless it ends by itself, and parses its output.
+    pub fn stop(mut self) -> Captured {
+        // Let the reader drain what the kernel already delivered.
+        std::thread::sleep(Duration::from_millis(300));
+        if self.child.try_wait().ok().flatten().is_none() {
+            // SAFETY: kill with a valid pid and signal.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        }
+        let status = self.child.wait().expect("waiting for capture");
+        let lines = self.stdout.join().expect("stdout reader");
+        self.stderr_seen.extend(self.stderr.try_iter());
+        while let Ok(l) = self.stderr.recv_timeout(Duration::from_millis(200)) {
+            self.stderr_seen.push(l);
+        }
+        assert!(status.success(), "capture failed: {status}; stderr: {:?}", self.stderr_seen);
+        let events = lines
+            .iter()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+            .collect();
+        Captured { events, stderr: self.stderr_seen }
+    }
+}
+
+impl Captured {
+    /// The capture's closing summary line.
+    pub fn summary(&self) -> &str {
+        self.stderr.iter().rev().find(|l| l.contains(" events")).map(String::as_str).unwrap_or("")
+    }
+
+    /// Fails the test when the capture lost anything: counts would be wrong.
+    pub fn assert_nothing_dropped(&self) {
+        assert!(self.summary().contains("nothing dropped"), "capture dropped events: {}", self.summary());
+    }
+
+    pub fn of_kind<'a>(&'a self, pid: u32, kinds: &'a [&str]) -> impl Iterator<Item = &'a Value> + 'a {
+        self.events.iter().filter(move |e| {
+            e["pid"].as_u64() == Some(pid as u64) && kinds.iter().any(|k| e["kind"] == *k)
+        })
+    }
+}
+
+pub fn port_of(addr: &str) -> u16 {
+    addr.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0)
+}
+
+/// A peer process speaking `msgpeer.py`.
+pub struct Peer {
+    pub child: Child,
+    pub stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Peer {
+    pub fn spawn(args: &[&str]) -> Peer {
+        let mut child = Command::new("python3")
+            .arg(peer_script("msgpeer.py"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawning python3 msgpeer.py");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let stdin = child.stdin.take();
+        Peer { child, stdin, lines: rx }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The next line the peer prints that starts with `prefix`; returns the rest.
+    pub fn expect_line(&self, prefix: &str) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("peer did not print {prefix:?}"));
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.trim().to_string();
+            }
+        }
+    }
+
+    pub fn say(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin");
+        writeln!(stdin, "{line}").expect("writing to peer");
+        stdin.flush().expect("flushing peer stdin");
+    }
+
+    pub fn wait_ok(mut self) {
+        let status = self.child.wait().expect("waiting for peer");
+        assert!(status.success(), "peer failed: {status}");
+    }
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what Kindling needs on a fresh Debian 12 machine, only what is missing.
+#   install-deps.sh build   toolchain for the BPF programs and the agent
+#   install-deps.sh test    + the real servers and clients the tests drive
+set -euo pipefail
+
+build_pkgs=(clang llvm libelf-dev zlib1g-dev pkg-config make gcc libbpf-dev)
+test_pkgs=(nginx wrk curl python3 iproute2 util-linux procps)
+
+want=("${build_pkgs[@]}")
+if [[ "${1:-build}" == "test" ]]; then
+  want+=("${test_pkgs[@]}")
+fi
+
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "install-deps: missing packages (${missing[*]}); run as root to install them" >&2
+    exit 1
+  fi
+  echo "install-deps: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  # Services must not start by themselves: tests start their own instances.
+  printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then
+  export PATH="$HOME/.cargo/bin:$PATH"
+fi
+command -v cargo >/dev/null 2>&1 || { echo "install-deps: cargo not found (install Rust with rustup)" >&2; exit 1; }
