@@ -5,5 +5,7 @@
 //! each syscall's bytes, pairs requests with responses and times them.
 
 pub mod record;
+pub mod tracker;
 
 pub use record::{Breakdown, RequestRecord, Side, TcpDuring};
+pub use tracker::{SlowThresholds, Tracker, TrackerConfig, TrackerStats};

@@ -115,19 +115,19 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
-    summary(&telemetry, printed, recorded);
+    summary(&telemetry, printed, recorded, "events");
     Ok(())
 }
 
 /// One line on stderr: how much was seen and everything that was lost.
-fn summary(t: &Telemetry, events: u64, recorded: Option<u64>) {
+pub fn summary(t: &Telemetry, events: u64, recorded: Option<u64>, what: &str) {
     let drops: Vec<String> = t
         .family(kindling_telemetry::DROPPED_TOTAL)
         .into_iter()
         .filter(|(_, v)| *v > 0)
         .map(|(l, v)| format!("{}={v}", l.first().map(|x| x.1.as_str()).unwrap_or("?")))
         .collect();
-    let mut line = format!("kindling: {events} events");
+    let mut line = format!("kindling: {events} {what}");
     if let Some(n) = recorded {
         line.push_str(&format!(", {n} recorded"));
     }

@@ -34,7 +34,11 @@ pub enum Command {
     /// Print decoded kernel events (socket syscalls, connects, process
     /// lifecycle) as they happen; optionally record them to a capture file.
     Capture(CaptureArgs),
-    /// Read a capture file and print its events exactly as `capture` did.
+    /// Print completed requests as they happen: L7 protocol, endpoint, status,
+    /// latency and its network breakdown, from both ends of each connection.
+    Requests(RequestsArgs),
+    /// Feed a capture file through the analysis pipeline and print its request
+    /// records (deterministic); with --events, print its events as `capture` did.
     Replay(ReplayArgs),
 }
 
@@ -86,13 +90,32 @@ pub struct CaptureArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct RequestsArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// One JSON object per line instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Bytes of payload captured per send/receive (0-4096). The default fits
+    /// pipelined batches of small commands (redis -P 16) in one head.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(0..=4096))]
+    pub snaplen: u32,
+    /// Also record the raw events to FILE, for `kindling replay`.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
 pub struct ReplayArgs {
-    /// A capture file written by `kindling capture --record`.
+    /// A capture file written by `kindling capture --record` or `requests --record`.
     pub file: PathBuf,
     /// One JSON object per line instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Also print payload heads, escaped.
+    /// Print the recorded events (as `capture` printed them) instead of requests.
+    #[arg(long)]
+    pub events: bool,
+    /// With --events: also print payload heads, escaped.
     #[arg(long)]
     pub payload: bool,
 }

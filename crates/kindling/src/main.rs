@@ -2,11 +2,13 @@
 //! together. Errors end here: a one-line message and exit 1 (usage errors
 //! exit 2, from clap).
 
+mod analysis;
 mod capture;
 mod cli;
 mod config;
 mod output;
 mod replay;
+mod requests;
 mod run;
 mod source;
 
@@ -21,6 +23,7 @@ fn main() {
     let result = match cli.command {
         Command::Run(a) => run::run(a),
         Command::Capture(a) => capture::run(a),
+        Command::Requests(a) => requests::run(a),
         Command::Replay(a) => replay::run(a),
     };
     if let Err(e) = result {

@@ -69,3 +69,57 @@ pub fn text_line(ev: &Event, payload: bool) -> String {
         }
     }
 }
+
+/// How request records are printed: JSON lines (the contract) or one line each.
+pub struct RequestPrinter<W: Write> {
+    out: W,
+    json: bool,
+}
+
+impl<W: Write> RequestPrinter<W> {
+    pub fn new(out: W, json: bool) -> Self {
+        RequestPrinter { out, json }
+    }
+
+    pub fn print(&mut self, r: &kindling_requests::RequestRecord) -> io::Result<()> {
+        if self.json {
+            let line = serde_json::to_string(r).map_err(io::Error::other)?;
+            writeln!(self.out, "{line}")
+        } else {
+            writeln!(self.out, "{}", request_line(r))
+        }
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// `12:00:01.123456 server http GET /users/{id} 200 12.345ms 127.0.0.1:40000 -> 127.0.0.1:8080 nginx[812]`
+pub fn request_line(r: &kindling_requests::RequestRecord) -> String {
+    let mut flags = String::new();
+    if r.is_error {
+        flags.push_str(" ERROR");
+    }
+    if r.is_slow {
+        flags.push_str(" SLOW");
+    }
+    let mut line = format!(
+        "{} {} {} {} {} {} {:.3}ms {} -> {} {}[{}]{flags}",
+        clock(r.end_ts_ns),
+        r.side.name(),
+        r.protocol.name(),
+        if r.method.is_empty() { "-" } else { &r.method },
+        if r.endpoint.is_empty() { "-" } else { &r.endpoint },
+        if r.status.is_empty() { "-" } else { &r.status },
+        r.duration_ns as f64 / 1e6,
+        r.src,
+        r.dst,
+        r.comm,
+        r.pid
+    );
+    if !r.trace_id.is_empty() {
+        line.push_str(&format!(" trace={}:{}", r.trace_type, r.trace_id));
+    }
+    line
+}

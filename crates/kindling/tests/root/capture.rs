@@ -257,7 +257,7 @@ fn record_then_replay_is_identical() {
     server.wait_ok();
     let live = cap.stop();
     assert!(live.events.len() >= 200, "captured {} events", live.events.len());
-    let out = Command::new(kindling()).args(["replay", "--json", "--payload"]).arg(&file).output().unwrap();
+    let out = Command::new(kindling()).args(["replay", "--events", "--json", "--payload"]).arg(&file).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let replayed: Vec<Value> =
         String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();

@@ -31,7 +31,7 @@ fn nginx_wrk_bytes_and_connections_match_access_log() {
     // answered and logged by nginx but not counted by wrk (at most one per connection).
     assert!((log.len() as u64) >= wrk_n && (log.len() as u64) <= wrk_n + 10, "log {} vs wrk {wrk_n}", log.len());
 
-    let out = Command::new(kindling()).args(["replay", "--json"]).arg(&file).output().unwrap();
+    let out = Command::new(kindling()).args(["replay", "--events", "--json"]).arg(&file).output().unwrap();
     assert!(out.status.success());
     let events: Vec<Value> =
         String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();

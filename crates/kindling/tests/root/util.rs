@@ -105,7 +105,7 @@ impl Capture {
 impl Captured {
     /// The capture's closing summary line.
     pub fn summary(&self) -> &str {
-        self.stderr.iter().rev().find(|l| l.contains(" events")).map(String::as_str).unwrap_or("")
+        self.stderr.iter().rev().find(|l| l.contains("dropped")).map(String::as_str).unwrap_or("")
     }
 
     /// Fails the test when the capture lost anything: counts would be wrong.
