@@ -40,6 +40,7 @@ test-root:
 
 ## bench: performance ratios measured side by side (see docs/BENCHMARKS.md).
 bench: check-root test-deps
+	$(CARGO) build --release --locked --bin kindling
 	$(CARGO) run --release --locked -p kindling-bench -- $(ARGS)
 
 lint:

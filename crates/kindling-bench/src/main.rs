@@ -5,8 +5,10 @@
 //! Sections so far:
 //! - P3: ns a traced syscall costs with our programs vs with empty programs on
 //!   the same hooks vs with nothing attached;
-//! - reader: wire records decoded per second by the user-space reader.
+//! - reader: wire records decoded per second by the user-space reader;
+//! - P1/P2: nginx+wrk throughput with `kindling run` on vs off, and its CPU per 10k req/s.
 
+mod nginx;
 mod syscalls;
 
 use std::time::Instant;
@@ -20,6 +22,9 @@ fn main() -> anyhow::Result<()> {
     }
     if wants("reader") {
         reader_decode_rate();
+    }
+    if wants("p1") || wants("p2") {
+        nginx::p1_p2()?;
     }
     Ok(())
 }
