@@ -27,9 +27,10 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the agent: capture kernel events continuously and serve /healthz and
-    /// /metrics (the agent's self-telemetry: events by kind, drops by reason,
-    /// CPU and memory) on the listen address.
+    /// Run the agent: capture continuously, turn events into requests, RED
+    /// metrics and the service map, and serve them over HTTP: /healthz,
+    /// /metrics (Prometheus: request metrics and self-telemetry),
+    /// /api/v1/requests and /api/v1/topology.
     Run(RunArgs),
     /// Print decoded kernel events (socket syscalls, connects, process
     /// lifecycle) as they happen; optionally record them to a capture file.
@@ -122,25 +123,7 @@ pub struct ReplayArgs {
 
 /// `500ms`, `5s`, `2m`, `1h`, `250us`, `10ns`; a bare number is seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration (use e.g. 500ms, 5s, 2m)"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "ms" => n / 1e3,
-        "us" | "µs" => n / 1e6,
-        "ns" => n / 1e9,
-        "m" | "min" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("'{s}' has an unknown unit '{unit}' (use ns, us, ms, s, m or h)")),
-    };
-    if !secs.is_finite() || secs < 0.0 || secs > 1e9 {
-        return Err(format!("'{s}' is out of range"));
-    }
-    Ok(Duration::from_secs_f64(secs))
+    kindling_api::params::parse_duration(s)
 }
 
 #[cfg(test)]

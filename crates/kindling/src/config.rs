@@ -14,6 +14,29 @@ pub struct Config {
     pub api: ApiConfig,
     pub storage: StorageConfig,
     pub capture: CaptureConfig,
+    pub requests: RequestsConfig,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RequestsConfig {
+    /// Per-protocol slow thresholds in milliseconds (`[requests.slow_ms]`, keys
+    /// http, http2, grpc, mysql, postgresql, redis, kafka, dns, memcached, tcp).
+    pub slow_ms: kindling_requests::SlowThresholds,
+    /// A request with no response after this long is reported as `timeout`.
+    pub response_timeout: String,
+    /// Request records kept in memory for /api/v1/requests.
+    pub recent: usize,
+}
+
+impl Default for RequestsConfig {
+    fn default() -> Self {
+        RequestsConfig {
+            slow_ms: kindling_requests::SlowThresholds::default(),
+            response_timeout: "30s".into(),
+            recent: 10_000,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
@@ -54,7 +77,8 @@ pub struct CaptureConfig {
 
 impl Default for CaptureConfig {
     fn default() -> Self {
-        CaptureConfig { snaplen: 512, pids: Vec::new(), ports: Vec::new() }
+        // Large enough for pipelined batches of small commands (redis -P 16).
+        CaptureConfig { snaplen: 1024, pids: Vec::new(), ports: Vec::new() }
     }
 }
 
@@ -70,7 +94,20 @@ impl Config {
         if cfg.capture.snaplen > 4096 {
             return Err(format!("capture.snaplen {} is larger than 4096", cfg.capture.snaplen));
         }
+        kindling_api::params::parse_duration(&cfg.requests.response_timeout)
+            .map_err(|e| format!("requests.response_timeout: {e}"))?;
         Ok(cfg)
+    }
+
+    /// The pipeline settings this configuration asks for.
+    pub fn pipeline(&self) -> kindling_pipeline::PipelineConfig {
+        let mut p = kindling_pipeline::PipelineConfig::default();
+        p.tracker.slow = self.requests.slow_ms.clone();
+        if let Ok(d) = kindling_api::params::parse_duration(&self.requests.response_timeout) {
+            p.tracker.response_timeout_ns = d.as_nanos() as u64;
+        }
+        p.recent_requests = self.requests.recent;
+        p
     }
 }
 
@@ -93,6 +130,11 @@ mod tests {
         assert!(e.contains("snaplenn"), "{e}");
         let e = Config::parse("[api]\nlisten = \"nope\"\n").unwrap_err();
         assert!(!e.is_empty());
+        let c = Config::parse("[requests.slow_ms]\nhttp = 250\n").unwrap();
+        assert_eq!(c.requests.slow_ms.http, 250);
+        assert_eq!(c.requests.slow_ms.redis, 100);
+        assert!(Config::parse("[requests.slow_ms]\nhtp = 250\n").is_err());
+        assert!(Config::parse("[requests]\nresponse_timeout = \"soon\"\n").is_err());
         assert!(Config::parse("[capture]\nsnaplen = 9000\n").is_err());
     }
 }

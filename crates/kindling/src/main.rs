@@ -2,7 +2,6 @@
 //! together. Errors end here: a one-line message and exit 1 (usage errors
 //! exit 2, from clap).
 
-mod analysis;
 mod capture;
 mod cli;
 mod config;

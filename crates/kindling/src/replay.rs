@@ -1,10 +1,10 @@
 //! `kindling replay`: a capture file through the same analysis as live events.
 
-use crate::analysis::Analysis;
 use crate::cli::ReplayArgs;
 use crate::output::{Printer, RequestPrinter};
 use kindling_events::capture::CaptureReader;
-use kindling_requests::TrackerConfig;
+use kindling_pipeline::{Pipeline, PipelineConfig};
+use kindling_workloads::NoLookup;
 use kindling_sockets::SocketTable;
 use std::io::ErrorKind;
 
@@ -41,15 +41,16 @@ fn print_requests<R: std::io::BufRead, W: std::io::Write>(
     args: &ReplayArgs,
 ) -> anyhow::Result<()> {
     let mut printer = RequestPrinter::new(out, args.json);
-    let mut analysis = Analysis::new(TrackerConfig::default());
+    // A recording carries its own process facts: never read this host's /proc.
+    let mut pipeline = Pipeline::new(PipelineConfig::default(), Box::new(NoLookup));
     for ev in reader {
         let mut ev = ev?;
-        for r in analysis.process(&mut ev) {
-            printer.print(&r)?;
+        for r in pipeline.process(&mut ev) {
+            printer.print(r)?;
         }
     }
-    for r in analysis.finish() {
-        printer.print(&r)?;
+    for r in pipeline.finish() {
+        printer.print(r)?;
     }
     printer.flush()?;
     Ok(())

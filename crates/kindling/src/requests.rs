@@ -1,6 +1,5 @@
 //! `kindling requests`: live request records.
 
-use crate::analysis::Analysis;
 use crate::cli::RequestsArgs;
 use crate::output::RequestPrinter;
 use crate::source::{self, SourceOptions};
@@ -8,7 +7,8 @@ use anyhow::Context;
 use crossbeam_channel::RecvTimeoutError;
 use kindling_events::capture::{CaptureHeader, CaptureWriter, FORMAT_VERSION};
 use kindling_events::wire::WIRE_VERSION;
-use kindling_requests::TrackerConfig;
+use kindling_pipeline::{Pipeline, PipelineConfig};
+use kindling_workloads::ProcFsLookup;
 use kindling_telemetry::Telemetry;
 use std::io::ErrorKind;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -46,7 +46,7 @@ pub fn run(args: RequestsArgs) -> anyhow::Result<()> {
     };
     let stdout = std::io::stdout();
     let mut printer = RequestPrinter::new(std::io::BufWriter::new(stdout.lock()), args.json);
-    let mut analysis = Analysis::new(TrackerConfig::default());
+    let mut analysis = Pipeline::new(PipelineConfig::default(), Box::new(ProcFsLookup::default()));
     let mut printed = 0u64;
     let mut emit = |printer: &mut RequestPrinter<_>, r: &kindling_requests::RequestRecord| -> anyhow::Result<()> {
         match printer.print(r) {
@@ -62,7 +62,7 @@ pub fn run(args: RequestsArgs) -> anyhow::Result<()> {
             w.write(&ev)?;
         }
         for r in analysis.process(&mut ev) {
-            emit(&mut printer, &r)?;
+            emit(&mut printer, r)?;
         }
     }
     let deadline = args.filter.duration.map(|d| started + d);
@@ -84,7 +84,7 @@ pub fn run(args: RequestsArgs) -> anyhow::Result<()> {
                     w.write(&ev)?;
                 }
                 for r in analysis.process(&mut ev) {
-                    emit(&mut printer, &r)?;
+                    emit(&mut printer, r)?;
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -92,7 +92,7 @@ pub fn run(args: RequestsArgs) -> anyhow::Result<()> {
         }
         if last_tick.elapsed() >= Duration::from_millis(200) {
             for r in analysis.tick(source::now_ns()) {
-                emit(&mut printer, &r)?;
+                emit(&mut printer, r)?;
             }
             last_tick = Instant::now();
         }
@@ -104,11 +104,11 @@ pub fn run(args: RequestsArgs) -> anyhow::Result<()> {
             w.write(&ev)?;
         }
         for r in analysis.process(&mut ev) {
-            emit(&mut printer, &r)?;
+            emit(&mut printer, r)?;
         }
     }
     for r in analysis.finish() {
-        emit(&mut printer, &r)?;
+        emit(&mut printer, r)?;
     }
     printer.flush().ok();
     if let Some(w) = writer {

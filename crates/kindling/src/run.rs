@@ -1,17 +1,25 @@
-//! `kindling run`: the agent. At this stage it captures continuously, keeps
-//! the socket table, and serves its health and self-telemetry over HTTP.
+//! `kindling run`: the agent. Capture -> analysis pipeline -> HTTP API.
+//!
+//! Threads: the ring-buffer reader (kindling-probe) decodes into a bounded
+//! queue; the analysis thread drains it in batches into the pipeline (under a
+//! mutex the API handlers take briefly); a small tokio runtime serves HTTP.
 
 use crate::cli::RunArgs;
 use crate::config::Config;
 use crate::source::{self, SourceOptions};
 use anyhow::Context;
-use axum::{http::header, response::IntoResponse, routing::get, Router};
 use crossbeam_channel::RecvTimeoutError;
-use kindling_sockets::SocketTable;
+use kindling_api::ApiState;
+use kindling_pipeline::{Pipeline, PipelineStats};
 use kindling_telemetry::Telemetry;
+use kindling_workloads::ProcFsLookup;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// Events processed per lock of the pipeline: long enough to amortise the
+/// lock, short enough that API calls never wait long.
+const BATCH: usize = 512;
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut cfg = match &args.config {
@@ -33,61 +41,31 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         ports: cfg.capture.ports.clone(),
         snaplen: cfg.capture.snaplen,
     };
-    let src = source::start(&opts, &telemetry)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(1)
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    // Bind first: a port in use is a one-line error before any probe loads.
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(cfg.api.listen))
         .with_context(|| format!("cannot listen on {}", cfg.api.listen))?;
-    tracing::info!("listening on http://{}", cfg.api.listen);
+    let src = source::start(&opts, &telemetry)?;
+    let mut p = Pipeline::new(cfg.pipeline(), Box::new(ProcFsLookup::default()));
+    p.register_listener(cfg.api.listen, std::process::id());
+    let pipeline = Arc::new(Mutex::new(p));
     eprintln!("kindling: agent running, API on http://{}", cfg.api.listen);
 
     let stop = Arc::new(AtomicBool::new(false));
     let analysis = {
-        let stop = stop.clone();
-        let telemetry = telemetry.clone();
-        std::thread::Builder::new().name("kindling-analysis".into()).spawn(move || {
-            let mut table = SocketTable::default();
-            let sockets = telemetry.gauge("kindling_telemetry_socket_table_size", "Sockets the agent tracks.", &[]);
-            let overflow = telemetry.dropped("socket_table_full");
-            for ev in src.snapshot {
-                let mut ev = ev;
-                table.observe(&mut ev);
-            }
-            let mut last = Instant::now();
-            while !stop.load(Ordering::Relaxed) {
-                match src.events.recv_timeout(Duration::from_millis(200)) {
-                    Ok(mut ev) => table.observe(&mut ev),
-                    Err(RecvTimeoutError::Timeout) => {}
-                    Err(RecvTimeoutError::Disconnected) => break,
-                }
-                if last.elapsed() >= Duration::from_secs(1) {
-                    source::publish_kernel_drops(&src.probe, &telemetry);
-                    sockets.set(table.len() as u64);
-                    overflow.set(table.overflow);
-                    last = Instant::now();
-                }
-            }
-            let _ = src.probe.stop();
-        })?
+        let (stop, telemetry, pipeline) = (stop.clone(), telemetry.clone(), pipeline.clone());
+        std::thread::Builder::new()
+            .name("kindling-analysis".into())
+            .spawn(move || analysis_loop(src, pipeline, telemetry, stop))?
     };
 
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route(
-            "/metrics",
-            get(move || {
-                let t = telemetry.clone();
-                async move {
-                    let mut s = String::new();
-                    t.render(&mut s);
-                    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s).into_response()
-                }
-            }),
-        );
+    let state = Arc::new(ApiState { pipeline, telemetry });
+    let app = kindling_api::router(state);
     rt.block_on(async {
         axum::serve(listener, app)
             .with_graceful_shutdown(async {
@@ -100,6 +78,91 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
             .await
     })?;
     stop.store(true, Ordering::SeqCst);
-    let _ = analysis.join();
+    analysis.join().map_err(|_| anyhow::anyhow!("analysis thread panicked"))??;
     Ok(())
+}
+
+fn analysis_loop(
+    src: source::LiveSource,
+    pipeline: Arc<Mutex<Pipeline>>,
+    telemetry: Telemetry,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<()> {
+    let lock = || pipeline.lock().unwrap_or_else(|e| e.into_inner());
+    {
+        let mut p = lock();
+        for mut ev in src.snapshot {
+            p.process(&mut ev);
+        }
+    }
+    let publish = Published::new(&telemetry);
+    let mut last = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        match src.events.recv_timeout(Duration::from_millis(200)) {
+            Ok(mut first) => {
+                let mut p = lock();
+                p.process(&mut first);
+                for mut ev in src.events.try_iter().take(BATCH) {
+                    p.process(&mut ev);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if last.elapsed() >= Duration::from_millis(500) {
+            let stats = {
+                let mut p = lock();
+                p.tick(source::now_ns());
+                p.stats()
+            };
+            source::publish_kernel_drops(&src.probe, &telemetry);
+            publish.update(&stats);
+            last = Instant::now();
+        }
+    }
+    src.probe.stop()?;
+    Ok(())
+}
+
+/// The pipeline's sizes and losses as self-telemetry.
+struct Published {
+    requests: kindling_telemetry::Counter,
+    connections: kindling_telemetry::Gauge,
+    sockets: kindling_telemetry::Gauge,
+    series_overflow: kindling_telemetry::Counter,
+    drops: Vec<(kindling_telemetry::Counter, fn(&PipelineStats) -> u64)>,
+}
+
+impl Published {
+    fn new(t: &Telemetry) -> Published {
+        let drops: Vec<(&str, fn(&PipelineStats) -> u64)> = vec![
+            ("socket_table_full", |s| s.socket_table_full),
+            ("parser_gave_up", |s| s.parser_gave_up),
+            ("response_without_request", |s| s.responses_without_request),
+            ("pending_requests_full", |s| s.pending_requests_full),
+            ("connection_table_full", |s| s.connection_table_full),
+            ("address_index_full", |s| s.address_index_full),
+        ];
+        Published {
+            requests: t.counter("kindling_telemetry_requests_total", "Request records produced.", &[]),
+            connections: t.gauge("kindling_telemetry_connections", "Connections being tracked.", &[]),
+            sockets: t.gauge("kindling_telemetry_sockets", "Sockets in the socket table.", &[]),
+            series_overflow: t.counter(
+                "kindling_telemetry_series_overflow_total",
+                "Request records folded into overflow series to bound metric cardinality.",
+                &[],
+            ),
+            drops: drops.into_iter().map(|(r, f)| (t.dropped(r), f)).collect(),
+        }
+    }
+
+    fn update(&self, s: &PipelineStats) {
+        self.requests.set(s.requests);
+        self.connections.set(s.connections as u64);
+        self.sockets.set(s.sockets as u64);
+        self.series_overflow.set(s.series_overflow);
+        for (c, f) in &self.drops {
+            c.set(f(s));
+        }
+    }
 }
