@@ -21,6 +21,11 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 
 const EINPROGRESS: i64 = -115;
+/// Bytes of small, fully visible chunks kept while a connection's protocol is
+/// unknown, to detect it on the next chunk of the same direction: peers that
+/// read a length prefix on its own (dnsmasq reads a DNS-over-TCP query's two
+/// length bytes one at a time, Kafka's Java clients read the 4-byte size first).
+const DETECT_CARRY: usize = 64;
 
 /// Per-protocol slow thresholds (ms). Defaults: HTTP/HTTP2/gRPC 500, the rest 100.
 #[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
@@ -147,7 +152,7 @@ impl Msg {
     fn new(c: &ChunkMeta, bytes: u64, extent: Extent) -> Msg {
         Msg {
             start_ns: c.start_ns,
-            first_end_ns: c.end_ns,
+            first_end_ns: c.first_end_ns,
             last_end_ns: c.end_ns,
             bytes,
             tid: c.tid,
@@ -171,7 +176,10 @@ struct Pending {
 }
 
 enum ParserState {
-    Detecting { attempts: u32 },
+    /// `carry`: the chunks of one direction seen so far, when small and fully
+    /// visible; the next chunk in that direction is detected (and parsed)
+    /// joined to them.
+    Detecting { attempts: u32, carry: Option<Carry> },
     Parsing(Box<dyn Parser>),
     /// No known protocol: reported at the TCP level.
     Opaque,
@@ -198,8 +206,18 @@ struct Conn {
     gave_up_seen: u64,
 }
 
+/// Chunks kept while detecting (see [`DETECT_CARRY`]).
+struct Carry {
+    dir: Direction,
+    bytes: Vec<u8>,
+    start_ns: u64,
+    first_end_ns: u64,
+}
+
 struct ChunkMeta {
     start_ns: u64,
+    /// End of the first syscall of the chunk (chunks joined during detection).
+    first_end_ns: u64,
     end_ns: u64,
     len: u64,
     tid: u32,
@@ -339,7 +357,7 @@ impl Tracker {
             local: s.src,
             peer: s.dst,
             protocol: Protocol::Tcp,
-            parser: ParserState::Detecting { attempts: 0 },
+            parser: ParserState::Detecting { attempts: 0, carry: None },
             pending: VecDeque::new(),
             connect_ns: 0,
             first_ns: s.start_ns(ev.ts_ns),
@@ -387,8 +405,23 @@ impl Tracker {
             Direction::Request => c.up_bytes += s.bytes as u64,
             Direction::Response => c.down_bytes += s.bytes as u64,
         }
-        let chunk = Chunk { dir, head: &s.payload, len: (s.bytes as usize).max(s.payload.len()) };
-        if let ParserState::Detecting { attempts } = &mut c.parser {
+        let len = (s.bytes as usize).max(s.payload.len());
+        let start_ns = s.start_ns(ev.ts_ns);
+        let mut meta = ChunkMeta { start_ns, first_end_ns: ev.ts_ns, end_ns: ev.ts_ns, len: len as u64, tid: ev.tid };
+        // While detecting, small chunks of the same direction are joined.
+        let mut joined = Vec::new();
+        if let ParserState::Detecting { carry, .. } = &mut c.parser {
+            if let Some(k) = carry.take().filter(|k| k.dir == dir) {
+                meta.start_ns = k.start_ns;
+                meta.first_end_ns = k.first_end_ns;
+                meta.len += k.bytes.len() as u64;
+                joined = k.bytes;
+                joined.extend_from_slice(&s.payload);
+            }
+        }
+        let head: &[u8] = if joined.is_empty() { &s.payload } else { &joined };
+        let chunk = Chunk { dir, head, len: meta.len as usize };
+        if let ParserState::Detecting { attempts, carry } = &mut c.parser {
             let server_port = if client { c.peer.port() } else { c.local.port() };
             match detect(chunk, server_port, c.udp).and_then(|p| new_parser(p).map(|parser| (p, parser))) {
                 Some((p, parser)) => {
@@ -397,6 +430,10 @@ impl Tracker {
                 }
                 None => {
                     *attempts += 1;
+                    if !c.udp && chunk.head.len() == chunk.len && chunk.len <= DETECT_CARRY {
+                        let bytes = chunk.head.to_vec();
+                        *carry = Some(Carry { dir, bytes, start_ns: meta.start_ns, first_end_ns: meta.first_end_ns });
+                    }
                     if *attempts >= cfg.detect_chunks {
                         c.parser = ParserState::Opaque;
                     }
@@ -410,7 +447,6 @@ impl Tracker {
         let gave_up = parser.gave_up();
         stats.parser_gave_up += gave_up.saturating_sub(c.gave_up_seen);
         c.gave_up_seen = gave_up;
-        let meta = ChunkMeta { start_ns: s.start_ns(ev.ts_ns), end_ns: ev.ts_ns, len: chunk.len as u64, tid: ev.tid };
         let (orphans, overflow) = apply(c, dir, &meta, events, cfg.max_pending);
         stats.orphan_responses += orphans;
         stats.pending_overflow += overflow;
@@ -976,6 +1012,49 @@ mod tests {
         assert_eq!(got, vec![("two.test", "NXDOMAIN"), ("one.test", "NOERROR")]);
         assert_eq!(out[0].protocol, Protocol::Dns);
         assert!(out[0].is_error && !out[1].is_error);
+    }
+
+    /// dnsmasq reads a DNS-over-TCP query's 2-byte length prefix one byte at a
+    /// time: neither byte can be detected alone, the three reads together can.
+    #[test]
+    fn length_prefix_read_on_its_own_is_joined_for_detection() {
+        let s = Conv { local: "127.0.0.1:40903".parse().unwrap(), ..Conv::tcp_server() }; // no port hint
+        let mut q = vec![0x2a, 0x38, 0x01, 0x20, 0, 1, 0, 0, 0, 0, 0, 1];
+        for label in ["b", "kindling", "test"] {
+            q.push(label.len() as u8);
+            q.extend_from_slice(label.as_bytes());
+        }
+        q.extend_from_slice(&[0, 0, 1, 0, 1]);
+        q.extend_from_slice(&[0, 0, 0x29, 0x04, 0xd0, 0, 0, 0, 0, 0, 0]); // OPT
+        let mut a = q.clone();
+        a[2] = 0x85;
+        a[3] = 0x80;
+        a[7] = 1; // one answer
+        let opt = a.split_off(a.len() - 11);
+        a.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4, 10, 1, 2, 3]);
+        a.extend_from_slice(&opt);
+        let prefixed = |m: &[u8]| [&(m.len() as u16).to_be_bytes()[..], m].concat();
+        let out = run(&[
+            s.ev(SocketOp::Accept, MS, 0, 0, b"", 9),
+            s.recv(2 * MS, 10, &[0]),
+            s.recv(3 * MS, 10, &[q.len() as u8]),
+            s.recv(4 * MS, 10, &q),
+            s.send(5 * MS, 10, &prefixed(&a)),
+        ]);
+        assert_eq!(out.len(), 1, "{out:?}");
+        let r = &out[0];
+        assert_eq!(r.protocol, Protocol::Dns);
+        assert_eq!((r.method.as_str(), r.endpoint.as_str(), r.status.as_str()), ("A", "b.kindling.test", "NOERROR"));
+        assert_eq!((r.request_bytes, r.response_bytes), (q.len() as u64 + 2, a.len() as u64 + 2));
+        assert_eq!(r.start_ts_ns, 2 * MS, "the request arrived with its first byte");
+        assert_eq!(r.end_ts_ns, 5 * MS);
+        assert_eq!(r.breakdown.request_sent_ns, 2 * MS, "reading the request took three reads");
+
+        // Small chunks of the other direction are not joined; a protocol
+        // never seen within the detection budget is still `tcp`.
+        let junk = run(&[s.recv(MS, 10, &[0]), s.send(2 * MS, 10, &[1]), s.recv(3 * MS, 10, &[2]), s.close(4 * MS)]);
+        assert_eq!(junk.len(), 1);
+        assert_eq!(junk[0].protocol, Protocol::Tcp);
     }
 
     #[test]
