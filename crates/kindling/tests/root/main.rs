@@ -4,6 +4,7 @@
 
 mod capture;
 mod nginx;
+mod requests;
 mod servers;
 mod startup;
 mod util;

@@ -25,30 +25,27 @@ pub fn peer_script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers").join(name)
 }
 
-/// A running `kindling capture --json` (plus any extra args).
-pub struct Capture {
+/// A running `kindling <command>`, its stdout lines parsed as they come
+/// (a busy `requests` run prints hundreds of thousands of lines).
+struct Agent<T> {
     child: Child,
-    stdout: JoinHandle<Vec<String>>,
+    stdout: JoinHandle<Vec<T>>,
     stderr: mpsc::Receiver<String>,
     stderr_seen: Vec<String>,
 }
 
-pub struct Captured {
-    pub events: Vec<Value>,
-    pub stderr: Vec<String>,
-}
-
-impl Capture {
-    pub fn start(args: &[&str]) -> Capture {
+impl<T: Send + 'static> Agent<T> {
+    fn spawn(command: &str, args: &[&str], parse: fn(&str) -> T) -> Agent<T> {
         let mut child = Command::new(kindling())
-            .arg("capture")
+            .arg(command)
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawning kindling capture");
+            .unwrap_or_else(|e| panic!("spawning kindling {command}: {e}"));
         let out = child.stdout.take().expect("stdout");
-        let stdout = std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).collect());
+        let stdout =
+            std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).map(|l| parse(&l)).collect());
         let err = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -56,12 +53,12 @@ impl Capture {
                 let _ = tx.send(line);
             }
         });
-        let mut cap = Capture { child, stdout, stderr: rx, stderr_seen: Vec::new() };
-        cap.wait_ready();
-        cap
+        let mut agent = Agent { child, stdout, stderr: rx, stderr_seen: Vec::new() };
+        agent.wait_ready(command);
+        agent
     }
 
-    fn wait_ready(&mut self) {
+    fn wait_ready(&mut self, command: &str) {
         loop {
             match self.stderr.recv_timeout(Duration::from_secs(60)) {
                 Ok(line) => {
@@ -73,39 +70,62 @@ impl Capture {
                 }
                 Err(_) => {
                     let _ = self.child.kill();
-                    panic!("kindling capture did not become ready; stderr: {:?}", self.stderr_seen);
+                    panic!("kindling {command} did not become ready; stderr: {:?}", self.stderr_seen);
                 }
             }
         }
     }
 
-    /// Stops the capture (SIGINT) unless it ends by itself, and parses its output.
-    pub fn stop(mut self) -> Captured {
+    /// Stops the agent (SIGINT) unless it ends by itself; its output and stderr.
+    fn stop(mut self) -> (Vec<T>, Vec<String>) {
         // Let the reader drain what the kernel already delivered.
         std::thread::sleep(Duration::from_millis(300));
         if self.child.try_wait().ok().flatten().is_none() {
             // SAFETY: kill with a valid pid and signal.
             unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
         }
-        let status = self.child.wait().expect("waiting for capture");
+        let status = self.child.wait().expect("waiting for kindling");
         let lines = self.stdout.join().expect("stdout reader");
         self.stderr_seen.extend(self.stderr.try_iter());
         while let Ok(l) = self.stderr.recv_timeout(Duration::from_millis(200)) {
             self.stderr_seen.push(l);
         }
-        assert!(status.success(), "capture failed: {status}; stderr: {:?}", self.stderr_seen);
-        let events = lines
-            .iter()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
-            .collect();
-        Captured { events, stderr: self.stderr_seen }
+        assert!(status.success(), "kindling failed: {status}; stderr: {:?}", self.stderr_seen);
+        (lines, self.stderr_seen)
+    }
+}
+
+/// The closing summary line of `capture` or `requests`.
+fn summary_of(stderr: &[String]) -> &str {
+    stderr.iter().rev().find(|l| l.contains("dropped")).map(String::as_str).unwrap_or("")
+}
+
+/// A running `kindling capture --json` (plus any extra args).
+pub struct Capture(Agent<Value>);
+
+pub struct Captured {
+    pub events: Vec<Value>,
+    pub stderr: Vec<String>,
+}
+
+impl Capture {
+    pub fn start(args: &[&str]) -> Capture {
+        Capture(Agent::spawn("capture", args, |l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}"))
+        }))
+    }
+
+    /// Stops the capture (SIGINT) unless it ends by itself, and parses its output.
+    pub fn stop(self) -> Captured {
+        let (events, stderr) = self.0.stop();
+        Captured { events, stderr }
     }
 }
 
 impl Captured {
     /// The capture's closing summary line.
     pub fn summary(&self) -> &str {
-        self.stderr.iter().rev().find(|l| l.contains("dropped")).map(String::as_str).unwrap_or("")
+        summary_of(&self.stderr)
     }
 
     /// Fails the test when the capture lost anything: counts would be wrong.
@@ -178,4 +198,96 @@ impl Peer {
         let status = self.child.wait().expect("waiting for peer");
         assert!(status.success(), "peer failed: {status}");
     }
+}
+
+/// One `requests --json` record: the fields of the contract the tests read
+/// (parsed by name, as a script or dashboard would).
+#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+pub struct Rec {
+    pub start_ts_ns: u64,
+    pub end_ts_ns: u64,
+    pub protocol: String,
+    pub side: String,
+    pub pid: u32,
+    pub tid: u32,
+    pub comm: String,
+    pub src: String,
+    pub dst: String,
+    pub method: String,
+    pub endpoint: String,
+    #[serde(default)]
+    pub detail: String,
+    pub status: String,
+    pub is_error: bool,
+    pub is_slow: bool,
+    #[serde(default)]
+    pub error: String,
+    pub duration_ns: u64,
+    pub breakdown: Breakdown,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    pub trace_id: String,
+    pub trace_type: String,
+    pub sock_id: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+pub struct Breakdown {
+    pub connect_ns: u64,
+    pub request_sent_ns: u64,
+    pub waiting_ttfb_ns: u64,
+    pub content_download_ns: u64,
+}
+
+impl Rec {
+    /// A response came (not `closed`/`timeout`, the agent's own statuses).
+    pub fn answered(&self) -> bool {
+        self.status != "closed" && self.status != "timeout"
+    }
+
+    pub fn dst_port(&self) -> u16 {
+        port_of(&self.dst)
+    }
+}
+
+/// A running `kindling requests --json` (plus any extra args).
+pub struct Requests(Agent<Rec>);
+
+pub struct RequestsOut {
+    pub records: Vec<Rec>,
+    pub stderr: Vec<String>,
+}
+
+impl Requests {
+    pub fn start(args: &[&str]) -> Requests {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        Requests(Agent::spawn("requests", &all, |l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("bad request record {l:?}: {e}"))
+        }))
+    }
+
+    /// Stops the agent (SIGINT); the records it printed.
+    pub fn stop(self) -> RequestsOut {
+        let (records, stderr) = self.0.stop();
+        RequestsOut { records, stderr }
+    }
+}
+
+impl RequestsOut {
+    pub fn summary(&self) -> &str {
+        summary_of(&self.stderr)
+    }
+
+    /// Fails the test when the agent lost events: counts would be wrong.
+    pub fn assert_nothing_dropped(&self) {
+        assert!(self.summary().contains("nothing dropped"), "kindling requests dropped events: {}", self.summary());
+    }
+}
+
+/// The request records of a recording, as `kindling replay --json` prints them.
+pub fn replay(file: &Path) -> Vec<String> {
+    let out = Command::new(kindling()).args(["replay", "--json"]).arg(file).output().expect("running kindling replay");
+    assert!(out.status.success(), "kindling replay failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("UTF-8 replay output").lines().map(str::to_string).collect()
 }
