@@ -32,6 +32,7 @@ test: check-root test-deps test-unit test-root
 test-unit:
 	$(CARGO) test --release --locked --workspace --exclude kindling
 	$(CARGO) test --release --locked -p kindling --bins
+	$(CARGO) test --release --locked -p kindling --test golden
 
 # Root tests load BPF programs and drive real servers; one at a time so their
 # timings and servers do not interfere.
