@@ -416,7 +416,7 @@ fn pgbench(mode: &str) {
     let out = pg.pgbench(&[&format!("-c{PGBENCH_CLIENTS}"), "-t500", "-M", mode]);
     let failed = if mode == "simple" {
         // psql reports the SQLSTATE with VERBOSITY=verbose: "ERROR:  42P01: relation ...".
-        let mut cmd = Command::new("psql");
+        let mut cmd = Command::new(pg_bin("psql"));
         pg.env(&mut cmd);
         cmd.args(["-X", "-v", "VERBOSITY=verbose", "-c", "SELECT * FROM nope"]);
         Some(run(&mut cmd, Duration::from_secs(60)))

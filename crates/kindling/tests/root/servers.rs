@@ -345,7 +345,7 @@ impl Postgres {
             &log,
         );
         let pg = |port: u16| {
-            Command::new("psql")
+            Command::new(pg_bin("psql"))
                 .args(["-X", "-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres", "-d", "postgres"])
                 .args(["-At", "-c", "SELECT 1"])
                 .stdout(Stdio::null())
@@ -371,7 +371,7 @@ impl Postgres {
 
     /// Runs SQL with psql; its unaligned, tuples-only output.
     pub fn psql(&self, sql: &str) -> String {
-        let mut cmd = Command::new("psql");
+        let mut cmd = Command::new(pg_bin("psql"));
         self.env(&mut cmd);
         cmd.args(["-X", "-At", "-v", "ON_ERROR_STOP=1", "-c", sql]);
         stdout_of(&run_ok(&mut cmd, Duration::from_secs(60)))
