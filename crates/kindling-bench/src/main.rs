@@ -6,9 +6,11 @@
 //! - P3: ns a traced syscall costs with our programs vs with empty programs on
 //!   the same hooks vs with nothing attached;
 //! - reader: wire records decoded per second by the user-space reader;
-//! - P1/P2: nginx+wrk throughput with `kindling run` on vs off, and its CPU per 10k req/s.
+//! - P1/P2: nginx+wrk throughput with `kindling run` on vs off, and its CPU per 10k req/s;
+//! - P4: a recording of real nginx+wrk traffic replayed through the analysis pipeline on one core.
 
 mod nginx;
+mod replay;
 mod syscalls;
 
 use std::time::Instant;
@@ -25,6 +27,9 @@ fn main() -> anyhow::Result<()> {
     }
     if wants("p1") || wants("p2") {
         nginx::p1_p2()?;
+    }
+    if wants("p4") {
+        replay::p4()?;
     }
     Ok(())
 }

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 const RUN: Duration = Duration::from_secs(8);
 
-struct Nginx {
+pub struct Nginx {
     child: Child,
-    port: u16,
+    pub port: u16,
     _dir: tempdir::Dir,
 }
 
@@ -64,7 +64,9 @@ impl Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SIGTERM to the master stops its workers too (SIGKILL would orphan them).
+        // SAFETY: kill with a valid pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
     }
 }
@@ -125,6 +127,10 @@ impl Drop for Agent {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let _ = self.child.wait();
     }
+}
+
+pub fn start_nginx() -> anyhow::Result<Nginx> {
+    Nginx::start()
 }
 
 pub fn kindling_bin() -> PathBuf {

@@ -403,22 +403,56 @@ static __always_inline __u32 copy_payload(__u8 *payload, __u32 off, const void *
 	return n;
 }
 
-/* Payload head from an iovec array; `total` is what the syscall moved. */
+/* Payload head from an iovec array; `total` is what the syscall moved. The
+ * walk stops as soon as the head is full. */
+struct iov_walk {
+	const struct iovec *iov;
+	__u64 iovcnt;
+	__u64 total;
+	__u32 off;
+};
+
+static __always_inline struct sock_scratch *scratch(void);
+
+/* One iovec: the body of both walks below. Returns 1 to stop. */
+static __always_inline int iov_step(__u32 i, struct iov_walk *w, __u8 *payload)
+{
+	__u32 cap = snaplen > KD_MAX_PAYLOAD ? KD_MAX_PAYLOAD : snaplen;
+	if (i >= w->iovcnt || w->total == 0 || w->off >= cap)
+		return 1;
+	struct iovec v = {};
+	if (bpf_probe_read_user(&v, sizeof(v), &w->iov[i]))
+		return 1;
+	__u64 n = v.iov_len < w->total ? v.iov_len : w->total;
+	w->off += copy_payload(payload, w->off, v.iov_base, n);
+	w->total -= n;
+	return 0;
+}
+
+static long iov_loop_cb(__u32 i, void *ctx)
+{
+	struct sock_scratch *s = scratch();
+	if (!s)
+		return 1;
+	return iov_step(i, (struct iov_walk *)ctx, s->payload);
+}
+
 static __always_inline __u32 copy_iov(__u8 *payload, const struct iovec *iov, __u64 iovcnt,
 				      __u64 total)
 {
-	__u32 off = 0;
-	for (int i = 0; i < KD_MAX_IOV; i++) {
-		if (i >= iovcnt || total == 0)
-			break;
-		struct iovec v = {};
-		if (bpf_probe_read_user(&v, sizeof(v), &iov[i]))
-			break;
-		__u64 n = v.iov_len < total ? v.iov_len : total;
-		off += copy_payload(payload, off, v.iov_base, n);
-		total -= n;
+	struct iov_walk w = { .iov = iov, .iovcnt = iovcnt, .total = total, .off = 0 };
+	/* bpf_loop (5.17+) verifies the body once, so many iovecs cost nothing at
+	 * load time; gRPC writes one iovec per header field (25 for a first call).
+	 * Older kernels walk the first few with a bounded loop. */
+	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_loop)) {
+		bpf_loop(KD_MAX_IOV, iov_loop_cb, &w, 0);
+	} else {
+		for (int i = 0; i < KD_MAX_IOV_UNROLLED; i++) {
+			if (iov_step(i, &w, payload))
+				break;
+		}
 	}
-	return off;
+	return w.off;
 }
 
 static __always_inline struct sock_scratch *scratch(void)
@@ -448,32 +482,40 @@ static __always_inline void inflight_put(__u32 tid, struct inflight *a)
 	}
 }
 
-/* Takes the current thread's remembered syscall, if any. */
-static __always_inline bool inflight_take(__u32 tid, struct inflight *out)
+/* Where a remembered syscall lives, so it can be released after use. */
+enum inflight_src { IN_TASK = 1, IN_HASH = 2, IN_ADOPTED = 3 };
+
+/* The current thread's remembered syscall, if any; used in place (no copy
+ * on the 512-byte stack) and released with inflight_release(). */
+static __always_inline struct inflight *inflight_find(__u32 tid, int *src)
 {
 	if (use_task_storage) {
 		struct inflight *slot = bpf_task_storage_get(&inflight_ts, bpf_get_current_task_btf(), 0, 0);
 		if (slot && slot->syscall) {
-			*out = *slot;
-			slot->syscall = 0;
-			return true;
+			*src = IN_TASK;
+			return slot;
 		}
 	} else {
 		struct inflight *p = bpf_map_lookup_elem(&inflight, &tid);
 		if (p) {
-			*out = *p;
-			bpf_map_delete_elem(&inflight, &tid);
-			return true;
+			*src = IN_HASH;
+			return p;
 		}
 	}
 	if (!adopted_active)
-		return false;
-	struct inflight *p = bpf_map_lookup_elem(&adopted, &tid);
-	if (!p)
-		return false;
-	*out = *p;
-	bpf_map_delete_elem(&adopted, &tid);
-	return true;
+		return NULL;
+	*src = IN_ADOPTED;
+	return bpf_map_lookup_elem(&adopted, &tid);
+}
+
+static __always_inline void inflight_release(__u32 tid, struct inflight *a, int src)
+{
+	if (src == IN_TASK)
+		a->syscall = 0;
+	else if (src == IN_HASH)
+		bpf_map_delete_elem(&inflight, &tid);
+	else
+		bpf_map_delete_elem(&adopted, &tid);
 }
 
 static __always_inline int sock_enter(__u16 sys, int fd, __u64 buf, __u64 addr, __u64 count)
@@ -548,43 +590,38 @@ static __always_inline void emit_mmsg(struct sock_scratch *s, struct inflight *a
 		count_drops(KD_DROP_MMSG_TRUNCATED, ret - KD_MAX_MMSG);
 }
 
-static __always_inline int sock_exit(__u16 sys, long ret)
+/* Builds and submits the event(s) of a socket syscall that just returned. */
+static __always_inline void sock_exit_emit(struct inflight *a, __u16 sys, long ret)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct inflight a;
-	if (!inflight_take(tid, &a) || a.syscall != sys)
-		return 0;
-	if (is_hidden_error(ret))
-		return 0;
 	/* Written by user space for a syscall in flight at attach: resolve now. */
-	if (!a.has_info && !fd_sock_info(a.fd, &a.si))
-		return 0;
+	if (!a->has_info && !fd_sock_info(a->fd, &a->si))
+		return;
 	struct sock_scratch *s = scratch();
 	if (!s)
-		return 0;
+		return;
 
 	if (sys == KD_SYS_ACCEPT || sys == KD_SYS_ACCEPT4) {
 		/* The new connection's socket replaces the listener's. */
-		if (ret < 0 || !fd_sock_info(ret, &a.si))
-			return 0;
-		a.fd = ret;
+		if (ret < 0 || !fd_sock_info(ret, &a->si))
+			return;
+		a->fd = ret;
 	} else if (sys == KD_SYS_CONNECT) {
 		/* connect() sets the local end: remember the connected tuple. */
-		refresh_tuple(&a.si);
-		if (a.si.stable)
-			bpf_map_update_elem(&sock_cache, &a.si.ino, &a.si, BPF_ANY);
-	} else if (!a.si.stable) {
+		refresh_tuple(&a->si);
+		if (a->si.stable)
+			bpf_map_update_elem(&sock_cache, &a->si.ino, &a->si, BPF_ANY);
+	} else if (!a->si.stable) {
 		/* Unconnected (UDP) or not yet bound: read the ends as they are now. */
-		refresh_tuple(&a.si);
+		refresh_tuple(&a->si);
 	}
 
 	if (sys == KD_SYS_SENDMMSG || sys == KD_SYS_RECVMMSG) {
 		if (ret > 0)
-			emit_mmsg(s, &a, ret);
-		return 0;
+			emit_mmsg(s, a, ret);
+		return;
 	}
 
-	struct kd_sock_event *e = start_sock_event(s, &a, ret, KD_EV_SOCK);
+	struct kd_sock_event *e = start_sock_event(s, a, ret, KD_EV_SOCK);
 	e->bytes = ret > 0 ? ret : 0;
 	__u32 len = 0;
 	bool done_now = false;
@@ -594,26 +631,26 @@ static __always_inline int sock_exit(__u16 sys, long ret)
 	case KD_SYS_READ:
 	case KD_SYS_WRITE:
 		if (ret > 0)
-			len = copy_payload(s->payload, 0, (const void *)a.buf, ret);
+			len = copy_payload(s->payload, 0, (const void *)a->buf, ret);
 		break;
 	case KD_SYS_SENDTO:
 	case KD_SYS_RECVFROM:
-		if (a.si.proto == IPPROTO_UDP)
-			read_user_peer((const void *)a.addr, e);
+		if (a->si.proto == IPPROTO_UDP)
+			read_user_peer((const void *)a->addr, e);
 		if (ret > 0)
-			len = copy_payload(s->payload, 0, (const void *)a.buf, ret);
+			len = copy_payload(s->payload, 0, (const void *)a->buf, ret);
 		break;
 	case KD_SYS_READV:
 	case KD_SYS_WRITEV:
 		if (ret > 0)
-			len = copy_iov(s->payload, (const struct iovec *)a.buf, a.count, ret);
+			len = copy_iov(s->payload, (const struct iovec *)a->buf, a->count, ret);
 		break;
 	case KD_SYS_SENDMSG:
 	case KD_SYS_RECVMSG: {
 		struct user_msghdr m = {};
-		if (bpf_probe_read_user(&m, sizeof(m), (const void *)a.buf))
+		if (bpf_probe_read_user(&m, sizeof(m), (const void *)a->buf))
 			break;
-		if (a.si.proto == IPPROTO_UDP)
+		if (a->si.proto == IPPROTO_UDP)
 			read_user_peer(m.msg_name, e);
 		if (ret > 0)
 			len = copy_iov(s->payload, m.msg_iov, m.msg_iovlen, ret);
@@ -621,27 +658,27 @@ static __always_inline int sock_exit(__u16 sys, long ret)
 	}
 	case KD_SYS_CONNECT:
 		/* The target is what the caller asked for, even when the connect failed. */
-		read_user_peer((const void *)a.addr, e);
+		read_user_peer((const void *)a->addr, e);
 		e->bytes = 0;
-		if (ret == -EINPROGRESS && a.si.proto == IPPROTO_TCP) {
+		if (ret == -EINPROGRESS && a->si.proto == IPPROTO_TCP) {
 			struct pending_connect pc = {
-				.ts = a.ts,
+				.ts = a->ts,
 				.tgid = e->hdr.tgid,
 				.tid = e->hdr.tid,
-				.fd = a.fd,
+				.fd = a->fd,
 			};
 			__builtin_memcpy(pc.comm, e->hdr.comm, KD_COMM_LEN);
-			if (bpf_map_update_elem(&pending_connects, &a.si.sk, &pc, BPF_ANY)) {
+			if (bpf_map_update_elem(&pending_connects, &a->si.sk, &pc, BPF_ANY)) {
 				count_drop(KD_DROP_CONNECT_FULL);
 				break;
 			}
 			/* On loopback the handshake can finish before connect() returns:
 			 * if the socket already left SYN_SENT and the state hook has not
 			 * claimed the entry, report the completion ourselves. */
-			struct sock *sk = (struct sock *)a.si.sk;
+			struct sock *sk = (struct sock *)a->si.sk;
 			__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
 			if (state != TCP_SYN_SENT &&
-			    bpf_map_delete_elem(&pending_connects, &a.si.sk) == 0) {
+			    bpf_map_delete_elem(&pending_connects, &a->si.sk) == 0) {
 				done_now = true;
 				int err = BPF_CORE_READ(sk, sk_err);
 				done_ret = state == TCP_ESTABLISHED ? 0 : (err ? -err : -1);
@@ -656,13 +693,27 @@ static __always_inline int sock_exit(__u16 sys, long ret)
 		break;
 	}
 	if (!port_wanted(e->sport, e->dport))
-		return 0;
+		return;
 	emit_sock(e, len);
 	if (done_now) {
 		e->hdr.kind = KD_EV_CONNECT_DONE;
 		e->ret = done_ret;
 		emit_sock(e, 0);
 	}
+	return;
+}
+
+
+static __always_inline int sock_exit(__u16 sys, long ret)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	int src = 0;
+	struct inflight *a = inflight_find(tid, &src);
+	if (!a)
+		return 0;
+	if (a->syscall == sys && !is_hidden_error(ret))
+		sock_exit_emit(a, sys, ret);
+	inflight_release(tid, a, src);
 	return 0;
 }
 

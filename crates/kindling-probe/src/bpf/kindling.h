@@ -24,8 +24,10 @@
 #define KD_EXEC_ARGS_LEN 512
 /* At most this many messages of one sendmmsg/recvmmsg become events. */
 #define KD_MAX_MMSG 8
-/* At most this many iovec entries are walked to fill a payload head. */
-#define KD_MAX_IOV 8
+/* At most this many iovec entries are walked to fill a payload head (the walk
+ * stops once the head is full): with bpf_loop, and without it (older kernels). */
+#define KD_MAX_IOV 256
+#define KD_MAX_IOV_UNROLLED 8
 
 enum kd_event_kind {
 	KD_EV_SOCK = 1,         /* a socket syscall: kd_sock_event */
