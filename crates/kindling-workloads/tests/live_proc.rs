@@ -116,6 +116,12 @@ fn real_processes_are_named_the_same_from_proc_and_from_exec() {
     let own_cgroup = procfs.cgroup(std::process::id());
     for (c, child) in cases.iter().zip(&children.0) {
         let pid = child.id();
+        // A launcher that re-executes itself (the JVM's does) shows an empty
+        // command line for a moment: wait for the program to settle.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while procfs.cmdline(pid).is_empty() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let facts = lookup.lookup(pid).unwrap_or_else(|| panic!("pid {pid} ({}) gone", c.want));
         // Spawn returns after the exec: the facts are the new program's.
         assert!(!facts.exe.is_empty(), "{}: no exe", c.want);
