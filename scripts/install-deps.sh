@@ -10,7 +10,7 @@ build_pkgs=(clang llvm libelf-dev zlib1g-dev pkg-config make gcc libbpf-dev)
 # /usr/lib/postgresql/15/bin), MariaDB + mysqlslap, dnsmasq + dig, python grpcio.
 test_pkgs=(nginx wrk curl python3 iproute2 util-linux procps
   redis-server redis-tools postgresql-15 postgresql-client-15 mariadb-server-core mariadb-client
-  dnsmasq-base bind9-dnsutils python3-grpcio)
+  dnsmasq-base bind9-dnsutils python3-grpcio python3-psycopg2 prometheus)
 
 want=("${build_pkgs[@]}")
 if [[ "${1:-build}" == "test" ]]; then

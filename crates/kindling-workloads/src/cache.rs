@@ -543,18 +543,18 @@ mod tests {
     fn bounded_with_the_oldest_evicted_first() {
         let mut w = Workloads::new(3, Box::new(NoLookup));
         for pid in 1..=3 {
-            w.observe(&exec(SEC, pid, "p", &format!("/bin/p{pid}"), "p"));
+            w.observe(&exec(SEC, pid, "p", &format!("/bin/p{pid}"), &format!("p{pid}")));
         }
         // Rewriting pid 1 makes it the newest.
-        w.observe(&exec(SEC, 1, "p", "/bin/p1b", "p"));
-        w.observe(&exec(SEC, 4, "p", "/bin/p4", "p"));
+        w.observe(&exec(SEC, 1, "p", "/bin/p1b", "p1b"));
+        w.observe(&exec(SEC, 4, "p", "/bin/p4", "p4"));
         assert_eq!(w.len(), 3);
         assert!(w.get(2).is_none());
         assert_eq!(name(&w, 1).as_deref(), Some("p1b"));
         assert_eq!(w.stats().evicted, 1);
         // Exited processes make room first, whatever their grace.
         w.observe(&exit(SEC, 4, true));
-        w.observe(&exec(SEC, 5, "p", "/bin/p5", "p"));
+        w.observe(&exec(SEC, 5, "p", "/bin/p5", "p5"));
         assert!(w.get(4).is_none());
         assert!(w.get(3).is_some());
         assert_eq!(w.stats().forgotten, 1);

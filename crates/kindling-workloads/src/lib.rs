@@ -32,10 +32,12 @@
 //!    each connection is not a new workload; other instances keep theirs
 //!    (`getty@tty1`, `postgresql@15-main`).
 //! 3. **Process** — else the process name (also a Container's name):
-//!    - the program is the basename of the executable (a ` (deleted)` suffix,
-//!      left by a package upgrade, is dropped), else of argv\[0\], else the comm;
-//!      argv\[0\] counts by its first word without a trailing `:`, so a
-//!      rewritten title like `nginx: worker process` reads `nginx`;
+//!    - the program is the name it was started as — argv\[0\]'s basename, by
+//!      its first word without a trailing `:`, so a rewritten title like
+//!      `nginx: worker process` reads `nginx` — else the basename of the
+//!      executable (a ` (deleted)` suffix, left by a package upgrade, is
+//!      dropped), else the comm. argv\[0\] comes first because multi-call
+//!      binaries are symlinks (Debian's `redis-server` runs `redis-check-rdb`);
 //!    - interpreters and VMs are named with what they run: `<interpreter>
 //!      <program>`. The interpreter is spelt as argv\[0\] spells it when that
 //!      is the same interpreter (`python3`, not the `python3.11` the symlink

@@ -41,8 +41,11 @@ fn name_of(exe: &str, argv: &[&str], comm: &str) -> String {
         // A shebang script at exec (filename = the script, argv[0] = the
         // interpreter), busybox's `sh`, or an unreadable exe.
         (None, Some(b)) => with_program(b, arg0, args),
+        // The name it was started as: multi-call binaries are symlinks
+        // (Debian's redis-server -> redis-check-rdb, busybox applets), so the
+        // resolved exe would name the wrong program.
         (None, None) => {
-            [exe_name, arg0, comm].into_iter().find(|s| !s.is_empty()).unwrap_or_default().to_string()
+            [arg0, exe_name, comm].into_iter().find(|s| !s.is_empty()).unwrap_or_default().to_string()
         }
     }
 }
@@ -129,10 +132,11 @@ mod tests {
     }
 
     #[test]
-    fn the_exe_wins_over_a_different_argv0() {
-        // Multi-call binaries and symlinks: the exe is what runs.
+    fn the_name_it_was_started_as_wins_over_a_symlinked_exe() {
+        // Multi-call binaries and alternatives: the name the user knows.
         assert_eq!(name("/usr/lib/jvm/x/bin/keytool", "keytool -list"), "keytool");
-        assert_eq!(name("/usr/bin/vim.basic", "vi notes.txt"), "vim.basic");
+        assert_eq!(name("/usr/bin/vim.basic", "vi notes.txt"), "vi");
+        assert_eq!(name("/usr/bin/redis-check-rdb", "redis-server *:6379"), "redis-server");
     }
 
     #[test]
@@ -232,5 +236,20 @@ mod tests {
         assert_eq!(basename(""), "");
         assert_eq!(program_word("-bash"), "bash");
         assert_eq!(program_word("nginx: worker"), "nginx");
+    }
+}
+
+#[cfg(test)]
+mod symlink_tests {
+    use super::*;
+
+    #[test]
+    fn multi_call_binaries_are_named_as_started() {
+        let argv = vec!["redis-server 127.0.0.1:6379".to_string()];
+        assert_eq!(process_name("/usr/bin/redis-check-rdb", &argv, "redis-server"), "redis-server");
+        let argv = vec!["postgres: postgres postgres 127.0.0.1(5432) idle".to_string()];
+        assert_eq!(process_name("/usr/lib/postgresql/15/bin/postgres", &argv, "postgres"), "postgres");
+        assert_eq!(process_name("/usr/bin/busybox", &["ls".to_string()], "ls"), "ls");
+        assert_eq!(process_name("/usr/sbin/nginx", &[], "nginx"), "nginx");
     }
 }

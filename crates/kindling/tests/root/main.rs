@@ -6,5 +6,6 @@ mod capture;
 mod nginx;
 mod requests;
 mod servers;
+mod service_map;
 mod startup;
 mod util;
