@@ -320,6 +320,12 @@ impl Tracker {
                 c.first_ns = ev.ts_ns;
             }
             SocketOp::Close => {
+                // A forked process closing its copy of a socket another one
+                // still uses (a server handing a connection to a child) does
+                // not end the connection: only its latest user's close does.
+                if self.conns.get(&key).is_some_and(|c| c.pid != ev.pid) {
+                    return;
+                }
                 if s.proto == L4Proto::Udp {
                     self.close_socket(ev.pid, s.sock_id, ev.ts_ns, out);
                 } else {
@@ -379,6 +385,17 @@ impl Tracker {
         }
     }
 
+    /// The connection's latest user is `pid` (a socket shared across fork).
+    fn adopt(&mut self, key: ConnKey, pid: u32) {
+        let Some(c) = self.conns.get_mut(&key) else { return };
+        if c.pid == pid {
+            return;
+        }
+        let old = std::mem::replace(&mut c.pid, pid);
+        self.unindex(old, key);
+        self.by_pid.entry(pid).or_default().insert(key);
+    }
+
     fn unindex(&mut self, pid: u32, key: ConnKey) {
         if let Some(set) = self.by_pid.get_mut(&pid) {
             set.remove(&key);
@@ -390,6 +407,7 @@ impl Tracker {
 
     fn on_data(&mut self, key: ConnKey, ev: &Event, s: &SocketEvent, out: &mut Vec<RequestRecord>) {
         self.conn_mut(key, ev, s);
+        self.adopt(key, ev.pid);
         let Tracker { conns, events, stats, cfg, .. } = self;
         let Some(c) = conns.get_mut(&key) else { return };
         if c.role == Role::Unknown && s.role != Role::Unknown {
@@ -1091,6 +1109,24 @@ mod tests {
         let out = run(&[e, c.recv(2 * MS, 10, &replies)]);
         assert_eq!(out.len(), 16);
         assert!(out.iter().all(|r| r.method == "SET" && r.status == "OK" && r.protocol == Protocol::Redis));
+    }
+
+    #[test]
+    fn a_forked_copy_closing_does_not_end_the_connection() {
+        let parent = Conv::tcp_server();
+        let child = Conv { pid: 21, ..Conv::tcp_server() };
+        let mut t = Tracker::new(TrackerConfig::default());
+        let mut out = Vec::new();
+        t.observe(&parent.recv(MS, 10, GET), &mut out);
+        t.observe(&parent.send(2 * MS, 10, OK), &mut out);
+        // The child takes over; the parent closes its copy mid-request.
+        t.observe(&child.recv(3 * MS, 10, GET), &mut out);
+        t.observe(&parent.close(4 * MS), &mut out);
+        t.observe(&child.send(5 * MS, 10, OK), &mut out);
+        t.observe(&child.close(6 * MS), &mut out);
+        let statuses: Vec<(&str, u32)> = out.iter().map(|r| (r.status.as_str(), r.pid)).collect();
+        assert_eq!(statuses, vec![("200", 20), ("200", 21)]);
+        assert_eq!(t.connections(), 0);
     }
 
     #[test]
