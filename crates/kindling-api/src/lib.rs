@@ -65,7 +65,7 @@ async fn metrics(State(s): State<Arc<ApiState>>) -> impl IntoResponse {
 async fn requests(
     State(s): State<Arc<ApiState>>,
     Query(q): Query<HashMap<String, String>>,
-) -> Result<Json<Vec<kindling_requests::RequestRecord>>, ParamError> {
+) -> Result<Json<Vec<std::sync::Arc<kindling_requests::RequestRecord>>>, ParamError> {
     let query = request_query(&q)?;
     Ok(Json(lock(&s.pipeline).requests(&query)))
 }

@@ -20,7 +20,9 @@ use kindling_sockets::SocketTable;
 use kindling_workloads::{ProcessLookup, Workload, WorkloadKind, Workloads};
 use owners::Owners;
 use recent::Recent;
+use rustc_hash::FxHashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 #[derive(Clone, Debug)]
 pub struct PipelineConfig {
@@ -70,9 +72,39 @@ pub struct Pipeline {
     aggregate: Aggregator,
     recent: Recent,
     owners: Owners,
+    endpoints: EndpointCache,
     out: Vec<RequestRecord>,
+    emitted: Vec<Arc<RequestRecord>>,
     requests: u64,
     now_ns: u64,
+}
+
+/// Service-map endpoints are built once per (workload, ip), not per record.
+#[derive(Default)]
+struct EndpointCache {
+    workloads: FxHashMap<(usize, IpAddr), (Arc<Workload>, Endpoint)>,
+    external: FxHashMap<IpAddr, Endpoint>,
+}
+
+impl EndpointCache {
+    const CAP: usize = 16_384;
+
+    fn of(&mut self, w: &Arc<Workload>, ip: IpAddr) -> &Endpoint {
+        if self.workloads.len() >= Self::CAP {
+            self.workloads.clear();
+        }
+        let key = (Arc::as_ptr(w) as usize, ip);
+        let entry = self.workloads.entry(key).or_insert_with(|| (w.clone(), endpoint(w, ip)));
+        // The pointer is the key; holding the Arc keeps it from being reused.
+        &entry.1
+    }
+
+    fn external(&mut self, ip: IpAddr) -> &Endpoint {
+        if self.external.len() >= Self::CAP {
+            self.external.clear();
+        }
+        self.external.entry(ip).or_insert_with(|| external(ip))
+    }
 }
 
 impl Pipeline {
@@ -84,7 +116,9 @@ impl Pipeline {
             aggregate: Aggregator::new(cfg.aggregate),
             recent: Recent::new(cfg.recent_requests),
             owners: Owners::new(200_000),
+            endpoints: EndpointCache::default(),
             out: Vec::new(),
+            emitted: Vec::new(),
             requests: 0,
             now_ns: 0,
         }
@@ -92,7 +126,7 @@ impl Pipeline {
 
     /// Feeds one event; returns the request records it completed (already
     /// aggregated and kept for the API).
-    pub fn process(&mut self, ev: &mut Event) -> &[RequestRecord] {
+    pub fn process(&mut self, ev: &mut Event) -> &[Arc<RequestRecord>] {
         self.now_ns = self.now_ns.max(ev.ts_ns);
         self.sockets.observe(ev);
         self.workloads.observe(ev);
@@ -108,68 +142,61 @@ impl Pipeline {
                 self.owners.listener(s.src, ev.pid);
             }
         }
-        self.out.clear();
         self.tracker.observe(ev, &mut self.out);
-        self.absorb();
-        &self.out
+        self.absorb()
     }
 
     /// Time passes without events: completes what went quiet.
-    pub fn tick(&mut self, now_ns: u64) -> &[RequestRecord] {
+    pub fn tick(&mut self, now_ns: u64) -> &[Arc<RequestRecord>] {
         self.now_ns = self.now_ns.max(now_ns);
-        self.out.clear();
         self.tracker.tick(self.now_ns, &mut self.out);
-        self.absorb();
         self.aggregate.evict(self.now_ns);
-        &self.out
+        self.absorb()
     }
 
     /// End of input: reports what is complete.
-    pub fn finish(&mut self) -> &[RequestRecord] {
-        self.out.clear();
+    pub fn finish(&mut self) -> &[Arc<RequestRecord>] {
         self.tracker.finish(&mut self.out);
-        self.absorb();
-        &self.out
+        self.absorb()
     }
 
-    /// Aggregates and keeps the records in `self.out`.
-    fn absorb(&mut self) {
-        let out = std::mem::take(&mut self.out);
-        for r in &out {
-            let (client, server, edge) = self.endpoints(r);
-            self.aggregate.record(r, &client, &server, edge);
+    /// Aggregates and keeps the records the tracker completed; returns them.
+    fn absorb(&mut self) -> &[Arc<RequestRecord>] {
+        self.emitted.clear();
+        let mut out = std::mem::take(&mut self.out);
+        for r in out.drain(..) {
+            self.aggregate_one(&r);
+            let r = Arc::new(r);
             self.recent.push(r.clone());
+            self.emitted.push(r);
             self.requests += 1;
         }
         self.out = out;
+        &self.emitted
     }
 
-    /// Both ends of a request as service-map endpoints, and whether the
-    /// record counts as the edge (a call seen from both ends counts once,
-    /// from its client).
-    fn endpoints(&mut self, r: &RequestRecord) -> (Endpoint, Endpoint, bool) {
+    /// Names both ends of a request and counts it. A call seen from both
+    /// ends counts once on the service map, from its client.
+    fn aggregate_one(&mut self, r: &RequestRecord) {
         let me = self.workloads.of(r.pid, &r.comm);
         match r.side {
             Side::Client => {
-                let client = endpoint(&me, r.src.ip());
-                let server = match self.owners.listener_of(&r.dst) {
-                    Some(pid) => {
-                        let w = self.workloads.of(pid, "");
-                        endpoint(&w, r.dst.ip())
-                    }
-                    None => external(r.dst.ip()),
+                let server_w = self.owners.listener_of(&r.dst).map(|pid| self.workloads.of(pid, ""));
+                let client = self.endpoints.of(&me, r.src.ip()).clone();
+                let server = match &server_w {
+                    Some(w) => self.endpoints.of(w, r.dst.ip()),
+                    None => self.endpoints.external(r.dst.ip()),
                 };
-                (client, server, true)
+                self.aggregate.record(r, &client, server, true);
             }
             Side::Server => {
-                let server = endpoint(&me, r.dst.ip());
-                match self.owners.client_of(&r.src) {
-                    Some(pid) => {
-                        let w = self.workloads.of(pid, "");
-                        (endpoint(&w, r.src.ip()), server, false)
-                    }
-                    None => (external(r.src.ip()), server, true),
-                }
+                let client_w = self.owners.client_of(&r.src).map(|pid| self.workloads.of(pid, ""));
+                let server = self.endpoints.of(&me, r.dst.ip()).clone();
+                let (client, edge) = match &client_w {
+                    Some(w) => (self.endpoints.of(w, r.src.ip()), false),
+                    None => (self.endpoints.external(r.src.ip()), true),
+                };
+                self.aggregate.record(r, client, &server, edge);
             }
         }
     }
@@ -180,7 +207,7 @@ impl Pipeline {
         self.owners.listener(addr, pid);
     }
 
-    pub fn requests(&self, q: &RequestQuery) -> Vec<RequestRecord> {
+    pub fn requests(&self, q: &RequestQuery) -> Vec<Arc<RequestRecord>> {
         self.recent.query(q)
     }
 

@@ -3,6 +3,7 @@
 use kindling_protocols::Protocol;
 use kindling_requests::{RequestRecord, Side};
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 /// Filters of `/api/v1/requests`; every field optional.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -19,7 +20,7 @@ pub struct RequestQuery {
 }
 
 pub struct Recent {
-    buf: VecDeque<RequestRecord>,
+    buf: VecDeque<Arc<RequestRecord>>,
     cap: usize,
 }
 
@@ -28,7 +29,7 @@ impl Recent {
         Recent { buf: VecDeque::with_capacity(cap.min(1024)), cap }
     }
 
-    pub fn push(&mut self, r: RequestRecord) {
+    pub fn push(&mut self, r: Arc<RequestRecord>) {
         if self.cap == 0 {
             return;
         }
@@ -39,7 +40,7 @@ impl Recent {
     }
 
     /// Newest first.
-    pub fn query(&self, q: &RequestQuery) -> Vec<RequestRecord> {
+    pub fn query(&self, q: &RequestQuery) -> Vec<Arc<RequestRecord>> {
         self.buf
             .iter()
             .rev()
