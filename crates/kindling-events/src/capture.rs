@@ -8,7 +8,8 @@
 //! [u32 little-endian length][MessagePack map of Event]   repeated to EOF
 //! ```
 //!
-//! Events are stored decoded (wall-clock times, secrets already redacted) and as
+//! Events are stored decoded (wall-clock times, payload secrets masked on the
+//! way in by `CaptureWriter::write`) and as
 //! MessagePack maps with field names, so readers ignore fields they do not know
 //! and new fields can be added without breaking old recordings.
 
@@ -82,8 +83,18 @@ impl<W: Write> CaptureWriter<W> {
         Ok(CaptureWriter { out, buf: Vec::with_capacity(1024), count: 0 })
     }
 
+    /// Appends one event; secrets in its payload head are masked first, so a
+    /// recording never holds them.
     pub fn write(&mut self, ev: &Event) -> Result<(), CaptureError> {
         self.buf.clear();
+        let masked;
+        let ev = match crate::redact::redacted(ev) {
+            Some(m) => {
+                masked = m;
+                &masked
+            }
+            None => ev,
+        };
         rmp_serde::encode::write_named(&mut self.buf, ev)
             .map_err(|e| CaptureError::Corrupt { index: self.count, reason: e.to_string() })?;
         self.out.write_all(&(self.buf.len() as u32).to_le_bytes())?;
@@ -272,6 +283,21 @@ mod tests {
         assert_eq!(r.header(), &header());
         let back: Vec<Event> = r.map(|e| e.unwrap()).collect();
         assert_eq!(back, events());
+    }
+
+    #[test]
+    fn recordings_never_hold_secrets() {
+        let mut ev = events().remove(0);
+        if let EventBody::Socket(s) = &mut ev.body {
+            s.payload = b"GET / HTTP/1.1\r\nAuthorization: Bearer s3cr3t\r\n\r\n".to_vec();
+        }
+        let mut w = CaptureWriter::new(Vec::new(), &header()).unwrap();
+        w.write(&ev).unwrap();
+        let bytes = w.finish().unwrap();
+        assert!(!bytes.windows(6).any(|x| x == b"s3cr3t"), "the secret reached the file");
+        let back: Vec<Event> = CaptureReader::new(&bytes[..]).unwrap().map(|e| e.unwrap()).collect();
+        let p = &back[0].as_socket().unwrap().payload;
+        assert_eq!(p, b"GET / HTTP/1.1\r\nAuthorization: *************\r\n\r\n");
     }
 
     #[test]

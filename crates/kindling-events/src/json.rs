@@ -114,7 +114,9 @@ impl<'a> JsonEvent<'a> {
                 }
                 j.payload_len = Some(s.payload.len());
                 if with_payload {
-                    j.payload = Some(escape_payload(&s.payload));
+                    let mut p = s.payload.clone();
+                    crate::redact::redact_payload(&mut p);
+                    j.payload = Some(escape_payload(&p));
                 }
             }
             EventBody::Exec(e) => {

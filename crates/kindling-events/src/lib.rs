@@ -4,7 +4,8 @@
 //! - [`wire`]: decoding the kernel's ring-buffer records into that model;
 //! - [`capture`]: the recording file that `kindling capture --record` writes and `replay` reads;
 //! - [`json`]: the flat JSON view printed by `capture --json`;
-//! - [`redact`]: masking of secrets in payload heads, applied at decode time.
+//! - [`redact`]: masking of secrets in payload heads, applied wherever payload
+//!   bytes leave the process (recordings, printed payloads, extracted strings).
 //!
 //! Everything here is pure: no I/O beyond the reader/writer handed in.
 

@@ -210,7 +210,8 @@ pub struct SocketEvent {
     /// Index of the message within a sendmmsg/recvmmsg call.
     #[serde(default)]
     pub msg_index: u32,
-    /// The first bytes moved (up to the snaplen), secrets already redacted.
+    /// The first bytes moved (up to the snaplen). Raw: anything that stores or
+    /// prints it masks secrets first (`redact`).
     #[serde(with = "serde_bytes", default)]
     pub payload: Vec<u8>,
     /// Client or server; derived by the socket table, never recorded.

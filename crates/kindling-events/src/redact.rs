@@ -1,6 +1,8 @@
-//! Secrets are masked in payload heads as soon as they are decoded, before any
-//! stage can store, print or export them. Masking keeps lengths (bytes become
-//! `*`), so offsets and byte counts stay true.
+//! Secrets are masked in payload heads wherever bytes leave the agent: before
+//! a recording is written, before a payload is printed, and in the strings
+//! parsers extract (a request's `detail`, error messages). The hot analysis
+//! path reads raw heads and keeps nothing of them. Masking keeps lengths
+//! (bytes become `*`), so offsets and byte counts stay true.
 //!
 //! Covered: HTTP credential headers (Authorization, Proxy-Authorization, Cookie,
 //! Set-Cookie, X-Api-Key, X-Auth-Token), `password=`/`token=`-style form, query
@@ -31,6 +33,33 @@ const SECRET_KEYS: &[&[u8]] = &[
     b"client_secret",
 ];
 
+/// A copy of `ev` with its payload masked, if masking changed anything.
+pub fn redacted(ev: &crate::model::Event) -> Option<crate::model::Event> {
+    let crate::model::EventBody::Socket(s) = &ev.body else { return None };
+    if s.payload.is_empty() {
+        return None;
+    }
+    let mut p = s.payload.clone();
+    redact_payload(&mut p);
+    if p == s.payload {
+        return None;
+    }
+    let mut out = ev.clone();
+    if let crate::model::EventBody::Socket(s) = &mut out.body {
+        s.payload = p;
+    }
+    Some(out)
+}
+
+/// Masks secrets in a string (a URL, an SQL text) in place.
+pub fn redact_string(s: &mut String) {
+    let mut b = std::mem::take(s).into_bytes();
+    redact_payload(&mut b);
+    // Masking only writes ASCII '*' over whole ASCII-delimited values, but a
+    // value may have held a multi-byte character: re-validate.
+    *s = String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
+}
+
 /// Masks every secret this module knows in place.
 pub fn redact_payload(p: &mut [u8]) {
     if p.is_empty() {
@@ -50,9 +79,11 @@ fn eq_ignore_case(a: &[u8], b: &[u8]) -> bool {
 fn redact_http_headers(p: &mut [u8]) {
     let mut start = 0;
     while start < p.len() {
-        let end = p[start..].iter().position(|&b| b == b'\n').map_or(p.len(), |i| start + i);
+        let end = memchr::memchr(b'\n', &p[start..]).map_or(p.len(), |i| start + i);
         let line = &p[start..end];
-        if let Some(colon) = line.iter().position(|&b| b == b':') {
+        // Header names are short: a colon further in is not a header.
+        let window = &line[..line.len().min(32)];
+        if let Some(colon) = memchr::memchr(b':', window) {
             let name = &line[..colon];
             if SECRET_HEADERS.iter().any(|h| eq_ignore_case(name, h)) {
                 let mut v = start + colon + 1;
@@ -78,10 +109,10 @@ fn is_key_byte(b: u8) -> bool {
 fn redact_key_values(p: &mut [u8]) {
     let mut i = 0;
     while i < p.len() {
-        let sep = p[i];
-        if sep != b'=' && sep != b':' {
-            i += 1;
-            continue;
+        // Jump to the next separator (SIMD): bodies are mostly without them.
+        match memchr::memchr2(b'=', b':', &p[i..]) {
+            Some(off) => i += off,
+            None => return,
         }
         // The key ends just before the separator, maybe behind a closing quote.
         let mut kend = i;

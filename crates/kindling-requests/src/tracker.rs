@@ -728,6 +728,11 @@ fn build(c: &Conn, p: Pending, cfg: &TrackerConfig, missing: Option<&str>) -> Re
         (None, None) => ("unknown".to_string(), false, String::new()),
     };
     let trace = p.req.trace.unwrap_or_default();
+    // Parsers copy these from the payload: mask what must not be kept.
+    let mut detail = p.req.detail;
+    let mut error = error;
+    kindling_events::redact::redact_string(&mut detail);
+    kindling_events::redact::redact_string(&mut error);
     RequestRecord {
         start_ts_ns: start,
         end_ts_ns: end,
@@ -741,7 +746,7 @@ fn build(c: &Conn, p: Pending, cfg: &TrackerConfig, missing: Option<&str>) -> Re
         dst,
         method: p.req.method,
         endpoint: p.req.endpoint,
-        detail: p.req.detail,
+        detail,
         status,
         is_error,
         is_slow: duration >= cfg.slow.ms(protocol) * 1_000_000,
@@ -1109,6 +1114,16 @@ mod tests {
         let out = run(&[e, c.recv(2 * MS, 10, &replies)]);
         assert_eq!(out.len(), 16);
         assert!(out.iter().all(|r| r.method == "SET" && r.status == "OK" && r.protocol == Protocol::Redis));
+    }
+
+    #[test]
+    fn secrets_never_reach_the_record() {
+        let c = Conv::tcp_client();
+        let req = b"GET /login?user=bob&password=hunter2 HTTP/1.1\r\nHost: a\r\n\r\n";
+        let out = run(&[c.send(MS, 10, req), c.recv(2 * MS, 10, OK)]);
+        assert_eq!(out.len(), 1);
+        assert!(!out[0].detail.contains("hunter2"), "{}", out[0].detail);
+        assert_eq!(out[0].endpoint, "/login");
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! roles are derived per event and `overflow` counts how often.
 
 use kindling_events::model::*;
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Entry {
@@ -39,7 +39,7 @@ impl Default for SocketTable {
 
 impl SocketTable {
     pub fn with_capacity(capacity: usize) -> SocketTable {
-        SocketTable { by_pid: HashMap::new(), listening: HashSet::new(), len: 0, capacity, overflow: 0 }
+        SocketTable { by_pid: HashMap::default(), listening: HashSet::default(), len: 0, capacity, overflow: 0 }
     }
 
     pub fn len(&self) -> usize {
