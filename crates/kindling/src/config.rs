@@ -116,6 +116,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_documented_example_is_the_defaults() {
+        let example = include_str!("../../../docs/kindling.example.toml");
+        assert_eq!(Config::parse(example).unwrap(), Config::default());
+    }
+
+    #[test]
     fn empty_config_is_the_defaults() {
         assert_eq!(Config::parse("").unwrap(), Config::default());
         assert_eq!(Config::default().api.listen.to_string(), "127.0.0.1:9500");
