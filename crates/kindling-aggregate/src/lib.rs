@@ -38,6 +38,7 @@ mod family;
 mod labels;
 mod latency;
 mod metrics;
+mod tcp;
 mod topology;
 
 pub use labels::OVERFLOW;
@@ -46,6 +47,7 @@ pub use metrics::{
     ENTITY_DURATION, ENTITY_HISTOGRAM, ENTITY_RECEIVE, ENTITY_SEND, ENTITY_TOTAL, TOPOLOGY_DURATION,
     TOPOLOGY_HISTOGRAM, TOPOLOGY_REQUEST_BYTES, TOPOLOGY_RESPONSE_BYTES, TOPOLOGY_TOTAL,
 };
+pub use tcp::{Health, TcpObservation};
 pub use topology::{Direction, Edge, Node, Point, Topology};
 
 use kindling_protocols::Protocol;
@@ -186,6 +188,7 @@ pub struct Aggregator {
     cfg: AggregateConfig,
     metrics: Metrics,
     topo: Topo,
+    tcp: tcp::TcpHealth,
     records: u64,
     overflow: u64,
     clock_ns: u64,
@@ -202,7 +205,8 @@ impl Aggregator {
         let metrics = Metrics::new(cfg.max_series, cfg.max_overflow_series, cfg.histograms, &cfg.histogram_buckets_s);
         let nslots = cfg.retention_ns.div_ceil(cfg.time_bucket_ns).clamp(1, MAX_SLOTS);
         let topo = Topo::new(cfg.time_bucket_ns, nslots, cfg.max_edges);
-        Aggregator { cfg, metrics, topo, records: 0, overflow: 0, clock_ns: 0, jump_ns: 0, next_sweep_ns: 0 }
+        let tcp = tcp::TcpHealth::new(cfg.time_bucket_ns, nslots, cfg.max_edges, cfg.max_series);
+        Aggregator { cfg, metrics, topo, tcp, records: 0, overflow: 0, clock_ns: 0, jump_ns: 0, next_sweep_ns: 0 }
     }
 
     /// The configuration in use (after corrections).
@@ -254,18 +258,59 @@ impl Aggregator {
             self.metrics.expire(now_ns.saturating_sub(self.cfg.series_idle_ttl_ns));
         }
         self.topo.expire(now_ns, now_ns.saturating_sub(self.cfg.retention_ns));
+        self.tcp.expire(now_ns.saturating_sub(self.cfg.retention_ns) / self.cfg.time_bucket_ns.max(1));
+    }
+
+    /// Counts one TCP observation on the edge client -> server:port.
+    pub fn record_tcp(&mut self, client: &Endpoint, server: &Endpoint, dst_port: u16, ts_ns: u64, obs: &TcpObservation) {
+        self.tick(ts_ns);
+        self.tcp.record(client, server, dst_port, ts_ns.min(self.clock_ns.max(ts_ns)), obs);
     }
 
     /// Text exposition format 0.0.4 of every family.
     pub fn render_prometheus(&self, out: &mut String) {
         self.metrics.render(out);
+        self.tcp.render(out);
     }
 
     /// The service map over the `window_ns` before `now_ns` (rounded up to
     /// whole time buckets, the current one included). `rps` divides by the
     /// time the buckets cover up to `now_ns`, reported as `window_s`.
     pub fn topology(&self, now_ns: u64, window_ns: u64) -> Topology {
-        self.topo.view(now_ns, window_ns)
+        let mut t = self.topo.view(now_ns, window_ns);
+        let (first, last, _) = self.topo.window(now_ns, window_ns);
+        let fill = |e: &mut topology::Edge, h: tcp::Health| {
+            e.retransmits = Some(h.retransmits);
+            e.rtt_ms = h.rtt_ms;
+            e.resets = Some(h.resets);
+            e.connect_failures = Some(h.connect_failures);
+            e.drops = Some(h.drops);
+        };
+        let mut covered = std::collections::HashSet::new();
+        for e in t.edges.iter_mut() {
+            let id = tcp::EdgeId { src: e.src.clone(), dst: e.dst.clone(), port: e.dst_port };
+            if let Some(h) = self.tcp.health(&id, first, last) {
+                fill(e, h);
+                covered.insert(id);
+            }
+        }
+        // Connections with TCP health but no request (failed connects,
+        // nothing parsed yet): edges of their own, protocol `tcp`.
+        for (id, info, h) in tcp::edges_in(&self.tcp, first, last) {
+            if covered.contains(id) || t.edges.iter().any(|e| e.src == id.src && e.dst == id.dst && e.dst_port == id.port) {
+                continue;
+            }
+            for ep in [&info.client, &info.server] {
+                if !t.nodes.iter().any(|n| n.id == ep.node_id) {
+                    t.nodes.push(topology::node_of(ep));
+                }
+            }
+            let mut e = topology::Edge::empty(&id.src, &id.dst, id.port);
+            fill(&mut e, h);
+            t.edges.push(e);
+        }
+        t.nodes.sort_by(|a, b| a.id.cmp(&b.id));
+        t
     }
 
     /// One edge's requests, errors, slow requests and p99 per `step_ns`

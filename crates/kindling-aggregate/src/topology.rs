@@ -54,7 +54,9 @@ pub struct Edge {
     pub max_ms: f64,
     pub bytes_sent: u64,
     pub bytes_received: u64,
-    /// TCP health, filled by the network-metrics stage when it exists.
+    /// TCP health of the edge's connections over the window (absent when
+    /// none was observed): segments retransmitted, mean smoothed RTT, resets,
+    /// packets dropped, failed connects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retransmits: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -63,6 +65,8 @@ pub struct Edge {
     pub resets: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect_failures: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drops: Option<u64>,
 }
 
 /// One step of a time series; `ts_ns` is the step's start.
@@ -215,7 +219,7 @@ impl Nodes {
     }
 }
 
-fn node_of(e: &Endpoint) -> Node {
+pub(crate) fn node_of(e: &Endpoint) -> Node {
     Node {
         id: e.node_id.clone(),
         name: e.name.clone(),
@@ -225,6 +229,35 @@ fn node_of(e: &Endpoint) -> Node {
         container_id: e.container_id.clone(),
         ip: e.ip.clone(),
         labels: e.labels.iter().cloned().collect(),
+    }
+}
+
+impl Edge {
+    /// An edge with no requests (only TCP health).
+    pub(crate) fn empty(src: &str, dst: &str, dst_port: u16) -> Edge {
+        Edge {
+            src: src.to_string(),
+            dst: dst.to_string(),
+            protocol: Protocol::Tcp,
+            dst_port,
+            requests: 0,
+            errors: 0,
+            error_rate: 0.0,
+            slow: 0,
+            rps: 0.0,
+            avg_ms: 0.0,
+            p50_ms: 0.0,
+            p95_ms: 0.0,
+            p99_ms: 0.0,
+            max_ms: 0.0,
+            bytes_sent: 0,
+            bytes_received: 0,
+            retransmits: None,
+            rtt_ms: None,
+            resets: None,
+            connect_failures: None,
+            drops: None,
+        }
     }
 }
 
@@ -367,7 +400,7 @@ impl Topo {
     /// (first bucket, last bucket, seconds covered) of a window ending at
     /// `now_ns`: the buckets from the one holding `now - window` to the one
     /// holding `now`, at most the ring; they cover `now - start of first`.
-    fn window(&self, now_ns: u64, window_ns: u64) -> (u64, u64, f64) {
+    pub(crate) fn window(&self, now_ns: u64, window_ns: u64) -> (u64, u64, f64) {
         let b = self.bucket_ns;
         let cur = now_ns / b;
         let first = (now_ns.saturating_sub(window_ns) / b).max(cur.saturating_sub(self.nslots - 1));
@@ -421,6 +454,7 @@ impl Topo {
                 rtt_ms: None,
                 resets: None,
                 connect_failures: None,
+                drops: None,
             });
         }
         edges.sort_by(|a, b| (&a.src, &a.dst, a.protocol, a.dst_port).cmp(&(&b.src, &b.dst, b.protocol, b.dst_port)));

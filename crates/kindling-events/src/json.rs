@@ -61,6 +61,9 @@ pub struct JsonEvent<'a> {
     pub cgroup: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<u8>,
+    /// Fields of module events (tcp, sched), flattened into the object.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl<'a> JsonEvent<'a> {
@@ -95,6 +98,7 @@ impl<'a> JsonEvent<'a> {
             exe: None,
             cgroup: None,
             state: None,
+            extra: serde_json::Map::new(),
         };
         match &ev.body {
             EventBody::Socket(s) => {
@@ -136,6 +140,8 @@ impl<'a> JsonEvent<'a> {
                 j.args = Some(&p.cmdline);
                 j.cgroup = Some(&p.cgroup);
             }
+            EventBody::Tcp(t) => t.json_fields(&mut j),
+            EventBody::Sched(t) => t.json_fields(&mut j),
             EventBody::SocketSnapshot(s) => {
                 j.fd = Some(s.fd);
                 j.proto = Some(s.proto.name());

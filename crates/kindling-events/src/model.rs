@@ -29,6 +29,10 @@ pub enum EventBody {
     ProcessSnapshot(ProcessInfo),
     /// A socket that was open when capture started (from /proc).
     SocketSnapshot(SocketSnapshot),
+    /// TCP health from the tcp module (src/tcp.rs).
+    Tcp(crate::tcp::TcpEvent),
+    /// Scheduler and sampling events from the sched module (src/sched.rs).
+    Sched(crate::sched::SchedEvent),
 }
 
 impl Event {
@@ -42,6 +46,8 @@ impl Event {
             EventBody::Rename(_) => "rename",
             EventBody::ProcessSnapshot(_) => "process_snapshot",
             EventBody::SocketSnapshot(_) => "socket_snapshot",
+            EventBody::Tcp(t) => t.kind.name(),
+            EventBody::Sched(s) => s.kind_name(),
         }
     }
 

@@ -24,13 +24,32 @@ pub mod kind {
     pub const RENAME: u32 = 6;
 }
 
-/// `enum kd_drop_reason`, with the label each reason has in telemetry.
-pub const DROP_REASONS: [&str; 5] = [
+/// `enum kd_drop_reason`, with the label each reason has in telemetry
+/// (indices 5-9 belong to the tcp module, 10-19 to the sched module; an
+/// empty name is an index not in use).
+pub const DROP_REASONS: [&str; 20] = [
     "ringbuf_full",
     "inflight_map_full",
     "connect_map_full",
     "pid_filter_full",
     "mmsg_truncated",
+    // tcp module
+    "tcp_drop_rate_limited",
+    "tcp_map_full",
+    "",
+    "",
+    "",
+    // sched module
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
+    "",
 ];
 
 /// `struct kd_header` field offsets.
@@ -167,6 +186,8 @@ impl Decoder {
                     new_comm: Comm::from_bytes(&buf[rename::NEWCOMM..rename::NEWCOMM + COMM_LEN]),
                 })
             }
+            20..=39 => EventBody::Tcp(crate::tcp::decode(buf, kind)?),
+            40..=59 => EventBody::Sched(crate::sched::decode(buf, kind, self)?),
             other => return Err(DecodeError::UnknownKind(other)),
         };
         Ok(Event {
@@ -216,7 +237,7 @@ fn decode_sock(buf: &[u8], kind: u32) -> Result<SocketEvent, DecodeError> {
     })
 }
 
-fn addr(family: u8, raw: &[u8], port: u16) -> Result<SocketAddr, DecodeError> {
+pub(crate) fn addr(family: u8, raw: &[u8], port: u16) -> Result<SocketAddr, DecodeError> {
     let ip = match family {
         AF_INET => IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3])),
         AF_INET6 => {
@@ -246,7 +267,7 @@ fn split_nul(raw: &[u8]) -> Vec<String> {
         .collect()
 }
 
-fn need(buf: &[u8], n: usize) -> Result<(), DecodeError> {
+pub(crate) fn need(buf: &[u8], n: usize) -> Result<(), DecodeError> {
     if buf.len() < n {
         Err(DecodeError::Truncated { len: buf.len(), need: n })
     } else {
@@ -255,13 +276,13 @@ fn need(buf: &[u8], n: usize) -> Result<(), DecodeError> {
 }
 
 // Callers check the length first (`need`), so these index within bounds.
-fn u16_at(b: &[u8], o: usize) -> u16 {
+pub(crate) fn u16_at(b: &[u8], o: usize) -> u16 {
     u16::from_le_bytes([b[o], b[o + 1]])
 }
-fn u32_at(b: &[u8], o: usize) -> u32 {
+pub(crate) fn u32_at(b: &[u8], o: usize) -> u32 {
     u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
 }
-fn u64_at(b: &[u8], o: usize) -> u64 {
+pub(crate) fn u64_at(b: &[u8], o: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[o..o + 8]);
     u64::from_le_bytes(a)
@@ -273,12 +294,15 @@ fn u64_at(b: &[u8], o: usize) -> u64 {
 pub fn encode(ev: &Event, decoder: &Decoder) -> Option<Vec<u8>> {
     let mono = (ev.ts_ns as i64).wrapping_sub(decoder.realtime_offset_ns) as u64;
     let (kind_id, size) = match &ev.body {
+        // Module events encode themselves (below, by early return).
         EventBody::Socket(s) if s.op == SocketOp::ConnectDone => (kind::CONNECT_DONE, sock::SIZE),
         EventBody::Socket(_) => (kind::SOCK, sock::SIZE),
         EventBody::Exec(_) => (kind::EXEC, exec::SIZE),
         EventBody::Exit(_) => (kind::EXIT, exit::SIZE),
         EventBody::Fork(_) => (kind::FORK, fork::SIZE),
         EventBody::Rename(_) => (kind::RENAME, rename::SIZE),
+        EventBody::Tcp(t) => return crate::tcp::encode(ev, t, mono),
+        EventBody::Sched(t) => return crate::sched::encode(ev, t, mono),
         EventBody::ProcessSnapshot(_) | EventBody::SocketSnapshot(_) => return None,
     };
     let mut b = vec![0u8; size];
@@ -334,16 +358,16 @@ pub fn encode(ev: &Event, decoder: &Decoder) -> Option<Vec<u8>> {
             put(&mut b, fork::CHILD_TID, &f.child_pid.to_le_bytes());
         }
         EventBody::Rename(r) => put(&mut b, rename::NEWCOMM, r.new_comm.as_bytes()),
-        EventBody::ProcessSnapshot(_) | EventBody::SocketSnapshot(_) => {}
+        EventBody::Tcp(_) | EventBody::Sched(_) | EventBody::ProcessSnapshot(_) | EventBody::SocketSnapshot(_) => {}
     }
     Some(b)
 }
 
-fn put(b: &mut [u8], off: usize, v: &[u8]) {
+pub(crate) fn put(b: &mut [u8], off: usize, v: &[u8]) {
     b[off..off + v.len()].copy_from_slice(v);
 }
 
-fn ip_bytes(ip: IpAddr, v6: bool) -> [u8; 16] {
+pub(crate) fn ip_bytes(ip: IpAddr, v6: bool) -> [u8; 16] {
     let mut out = [0u8; 16];
     match ip {
         IpAddr::V4(v4) if v6 => out = v4.to_ipv6_mapped().octets(),

@@ -8,6 +8,7 @@
 //! Synchronous and single-threaded: the caller feeds events in order and
 //! reads results between batches. Every stage is bounded.
 
+mod net;
 mod owners;
 mod recent;
 
@@ -63,6 +64,8 @@ pub struct PipelineStats {
     pub unanswered: u64,
     pub series_overflow: u64,
     pub address_index_full: u64,
+    pub tcp_connections: usize,
+    pub tcp_queue_full: u64,
 }
 
 pub struct Pipeline {
@@ -73,11 +76,22 @@ pub struct Pipeline {
     recent: Recent,
     owners: Owners,
     endpoints: EndpointCache,
+    net: net::NetState,
+    /// TCP events wait a moment (event time) before attribution: they come
+    /// from their own ring buffer, often ahead of the socket events that say
+    /// which process owns the connection.
+    tcp_queue: std::collections::VecDeque<(u64, kindling_events::tcp::TcpEvent)>,
+    tcp_queue_full: u64,
     out: Vec<RequestRecord>,
     emitted: Vec<Arc<RequestRecord>>,
     requests: u64,
     now_ns: u64,
 }
+
+/// How long (event time) TCP events wait for their sockets' owners to be known.
+const TCP_ATTRIBUTION_DELAY_NS: u64 = 200_000_000;
+/// TCP events waiting for attribution at most (beyond: counted, not attributed).
+const TCP_QUEUE_MAX: usize = 100_000;
 
 /// Service-map endpoints are built once per (workload, ip), not per record.
 #[derive(Default)]
@@ -117,6 +131,9 @@ impl Pipeline {
             recent: Recent::new(cfg.recent_requests),
             owners: Owners::new(200_000),
             endpoints: EndpointCache::default(),
+            net: net::NetState::new(200_000),
+            tcp_queue: std::collections::VecDeque::new(),
+            tcp_queue_full: 0,
             out: Vec::new(),
             emitted: Vec::new(),
             requests: 0,
@@ -130,18 +147,28 @@ impl Pipeline {
         self.now_ns = self.now_ns.max(ev.ts_ns);
         self.sockets.observe(ev);
         self.workloads.observe(ev);
-        if let EventBody::Socket(s) = &ev.body {
-            match (s.op, s.role) {
-                (SocketOp::Close, _) => self.owners.forget(&s.src, ev.pid),
-                (SocketOp::Accept, _) => self.owners.listener(s.src, ev.pid),
-                (_, Role::Client) => self.owners.client(s.src, ev.pid),
-                _ => {}
+        match &ev.body {
+            EventBody::Socket(s) => {
+                match (s.op, s.role) {
+                    (SocketOp::Close, _) => self.owners.forget(&s.src, ev.pid),
+                    (SocketOp::Accept, _) => self.owners.listener(s.src, ev.pid),
+                    (_, Role::Client) => self.owners.client(s.src, ev.pid),
+                    _ => {}
+                }
+                self.net.socket(s.sock_id, ev.pid, s.role);
             }
-        } else if let EventBody::SocketSnapshot(s) = &ev.body {
-            if s.is_listening() {
-                self.owners.listener(s.src, ev.pid);
+            EventBody::SocketSnapshot(s) if s.is_listening() => self.owners.listener(s.src, ev.pid),
+            EventBody::Tcp(t) => {
+                self.net.observe(ev.ts_ns, t);
+                if self.tcp_queue.len() >= TCP_QUEUE_MAX {
+                    self.tcp_queue_full += 1;
+                } else {
+                    self.tcp_queue.push_back((ev.ts_ns, t.clone()));
+                }
             }
+            _ => {}
         }
+        self.attribute_tcp(self.now_ns.saturating_sub(TCP_ATTRIBUTION_DELAY_NS));
         self.tracker.observe(ev, &mut self.out);
         self.absorb()
     }
@@ -149,6 +176,7 @@ impl Pipeline {
     /// Time passes without events: completes what went quiet.
     pub fn tick(&mut self, now_ns: u64) -> &[Arc<RequestRecord>] {
         self.now_ns = self.now_ns.max(now_ns);
+        self.attribute_tcp(self.now_ns.saturating_sub(TCP_ATTRIBUTION_DELAY_NS));
         self.tracker.tick(self.now_ns, &mut self.out);
         self.aggregate.evict(self.now_ns);
         self.absorb()
@@ -156,15 +184,64 @@ impl Pipeline {
 
     /// End of input: reports what is complete.
     pub fn finish(&mut self) -> &[Arc<RequestRecord>] {
+        self.attribute_tcp(u64::MAX);
         self.tracker.finish(&mut self.out);
         self.absorb()
+    }
+
+    /// Attributes the queued TCP events that happened up to `until`.
+    fn attribute_tcp(&mut self, until: u64) {
+        while self.tcp_queue.front().is_some_and(|(ts, _)| *ts <= until) {
+            let Some((ts, t)) = self.tcp_queue.pop_front() else { break };
+            self.tcp_event(ts, &t);
+        }
+    }
+
+    /// Attributes a TCP health event to its edge.
+    fn tcp_event(&mut self, ts: u64, t: &kindling_events::tcp::TcpEvent) {
+        // Which end is the server: a known listener, else the socket's role,
+        // else the lower port.
+        let (a, b) = (t.src, t.dst);
+        let local_pid = self.net.pid_of(t.sock_id);
+        let (client, server) = if self.owners.listener_of(&a).is_some() {
+            (b, a)
+        } else if self.owners.listener_of(&b).is_some() {
+            (a, b)
+        } else {
+            match self.net.role_of(t.sock_id) {
+                Some(Role::Server) => (b, a),
+                Some(Role::Client) => (a, b),
+                _ if a.port() < b.port() => (b, a),
+                _ => (a, b),
+            }
+        };
+        let local = a; // every event but drops reports the socket's own end first
+        let hint = |addr: &std::net::SocketAddr| if *addr == local { local_pid } else { None };
+        let client_ep = self.endpoint_of(&client, hint(&client));
+        let server_ep = self.endpoint_of(&server, hint(&server));
+        let Some(obs) = net::observation(t) else { return };
+        self.aggregate.record_tcp(&client_ep, &server_ep, server.port(), ts, &obs);
+    }
+
+    /// The endpoint an address belongs to: the process listening on it or
+    /// owning it as a client, else `pid` when we know it, else external.
+    fn endpoint_of(&mut self, addr: &std::net::SocketAddr, pid: Option<u32>) -> Endpoint {
+        let owner = self.owners.listener_of(addr).or_else(|| self.owners.client_of(addr)).or(pid);
+        match owner {
+            Some(pid) => {
+                let w = self.workloads.of(pid, "");
+                self.endpoints.of(&w, addr.ip()).clone()
+            }
+            None => self.endpoints.external(addr.ip()).clone(),
+        }
     }
 
     /// Aggregates and keeps the records the tracker completed; returns them.
     fn absorb(&mut self) -> &[Arc<RequestRecord>] {
         self.emitted.clear();
         let mut out = std::mem::take(&mut self.out);
-        for r in out.drain(..) {
+        for mut r in out.drain(..) {
+            r.tcp = self.net.during(&r.src, &r.dst, r.start_ts_ns, r.end_ts_ns);
             self.aggregate_one(&r);
             let r = Arc::new(r);
             self.recent.push(r.clone());
@@ -241,6 +318,8 @@ impl Pipeline {
             unanswered: t.unanswered,
             series_overflow: self.aggregate.series_overflow(),
             address_index_full: self.owners.overflow(),
+            tcp_connections: self.net.len(),
+            tcp_queue_full: self.tcp_queue_full,
         }
     }
 }

@@ -15,6 +15,16 @@ mod skel {
 }
 
 #[allow(clippy::all, unused_imports, dead_code, non_camel_case_types, non_snake_case)]
+mod tcp_skel {
+    include!(concat!(env!("OUT_DIR"), "/tcp.skel.rs"));
+}
+
+#[allow(clippy::all, unused_imports, dead_code, non_camel_case_types, non_snake_case)]
+mod sched_skel {
+    include!(concat!(env!("OUT_DIR"), "/sched.skel.rs"));
+}
+
+#[allow(clippy::all, unused_imports, dead_code, non_camel_case_types, non_snake_case)]
 mod bench_skel {
     include!(concat!(env!("OUT_DIR"), "/bench_empty.skel.rs"));
 }
@@ -22,8 +32,12 @@ mod bench_skel {
 pub mod adopt;
 mod layout;
 mod loader;
+pub mod sched;
+mod sockets;
+mod tcp;
 
-pub use loader::{start, start_empty, ProbeConfig, ProbeError, ProbeHandle, ProgramInfo};
+pub use loader::{start, start_empty, Features, ProbeConfig, ProbeError, ProbeHandle, ProgramInfo};
+pub use sched::SchedConfig;
 pub use preflight::{KernelInfo, PreflightError};
 
 /// Wall-clock minus monotonic time, in ns: what turns the kernel's

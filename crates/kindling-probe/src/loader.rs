@@ -7,7 +7,6 @@
 
 use crate::bench_skel::BenchEmptySkelBuilder;
 use crate::preflight::{self, KernelInfo, PreflightError};
-use crate::skel::KindlingSkelBuilder;
 use kindling_events::wire::DROP_REASONS;
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, PrintLevel, RingBufferBuilder};
@@ -32,8 +31,29 @@ pub struct ProbeConfig {
     pub ringbuf_bytes: u32,
     /// Our own process, whose activity is never traced.
     pub self_pid: u32,
-    /// The reader drains the ring buffer at least this often.
+    /// The reader drains the ring buffers at least this often.
     pub poll_interval: Duration,
+    /// Which BPF modules to load.
+    pub features: Features,
+}
+
+/// The BPF modules (one object each, in src/bpf/): every module has its own
+/// ring buffer (`events`) and drop counters (`drop_counts`), read by the same
+/// reader thread.
+#[derive(Clone, Debug)]
+pub struct Features {
+    /// Socket syscalls and process lifecycle (kindling.bpf.c).
+    pub sockets: bool,
+    /// TCP health: retransmits, resets, RTT, drops, connects (tcp.bpf.c).
+    pub tcp: bool,
+    /// Scheduler timelines and CPU samples (sched.bpf.c); off when `None`.
+    pub sched: Option<crate::sched::SchedConfig>,
+}
+
+impl Default for Features {
+    fn default() -> Self {
+        Features { sockets: true, tcp: true, sched: None }
+    }
 }
 
 impl Default for ProbeConfig {
@@ -45,6 +65,7 @@ impl Default for ProbeConfig {
             ringbuf_bytes: 16 << 20,
             self_pid: std::process::id(),
             poll_interval: Duration::from_millis(20),
+            features: Features::default(),
         }
     }
 }
@@ -180,7 +201,7 @@ fn install_libbpf_print() {
 }
 
 /// Turns a failed load into the program name and the verifier's log.
-fn load_error(err: libbpf_rs::Error) -> ProbeError {
+pub(crate) fn load_error(err: libbpf_rs::Error) -> ProbeError {
     let log: Vec<String> = libbpf_log().lock().map(|l| l.iter().cloned().collect()).unwrap_or_default();
     // libbpf says "prog 'NAME': failed to load: -13" after dumping the log.
     let program = log
@@ -208,7 +229,7 @@ fn load_error(err: libbpf_rs::Error) -> ProbeError {
     ProbeError::Load { program, reason, verifier_log }
 }
 
-fn clear_libbpf_log() {
+pub(crate) fn clear_libbpf_log() {
     if let Ok(mut l) = libbpf_log().lock() {
         l.clear();
     }
@@ -239,7 +260,7 @@ type Ready = Result<(Vec<ProgramInfo>, KernelInfo), ProbeError>;
 
 /// Loads and attaches Kindling's programs; `on_record` receives every raw
 /// ring-buffer record on the reader thread.
-pub fn start<F>(cfg: ProbeConfig, mut on_record: F) -> Result<ProbeHandle, ProbeError>
+pub fn start<F>(cfg: ProbeConfig, on_record: F) -> Result<ProbeHandle, ProbeError>
 where
     F: FnMut(&[u8]) + Send + 'static,
 {
@@ -253,23 +274,62 @@ where
     let thread = thread::Builder::new()
         .name("kindling-ringbuf".into())
         .spawn(move || -> Result<(), ProbeError> {
-            let mut storage = MaybeUninit::uninit();
-            let setup = setup_kindling(&mut storage, &cfg);
-            let (mut skel, links, programs, kernel) = match setup {
+            // Each module's skeleton borrows its storage: all live on this stack.
+            let (mut s_sock, mut s_tcp, mut s_sched) =
+                (MaybeUninit::uninit(), MaybeUninit::uninit(), MaybeUninit::uninit());
+            let setup = setup_all(&mut s_sock, &mut s_tcp, &mut s_sched, &cfg);
+            let (mut sock, mut tcp, mut sched, kernel) = match setup {
                 Ok(v) => v,
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));
                     return Ok(());
                 }
             };
+            let mut programs = Vec::new();
+            for a in [sock.as_ref().map(|m| &m.attached), tcp.as_ref().map(|m| &m.attached), sched.as_ref().map(|m| &m.attached)]
+                .into_iter()
+                .flatten()
+            {
+                programs.extend(a.programs.iter().cloned());
+            }
+            // Links leave their modules so they can be dropped (detached)
+            // while the maps the reader borrows stay alive.
+            let mut links: Vec<std::sync::Arc<Link>> = Vec::new();
+            for a in [sock.as_mut().map(|m| &mut m.attached), tcp.as_mut().map(|m| &mut m.attached), sched.as_mut().map(|m| &mut m.attached)]
+                .into_iter()
+                .flatten()
+            {
+                links.append(&mut a.links);
+            }
+            // What the reader needs from every module, borrowed from its skeleton.
+            // TCP first: a retransmit precedes the response it delays, so within
+            // one poll its event is consumed before the socket events.
+            let mut views: Vec<(&dyn MapCore, &dyn MapCore)> = Vec::new();
+            if let Some(m) = &tcp {
+                views.push((&m.skel.maps.events, &m.skel.maps.drop_counts));
+            }
+            if let Some(m) = &sock {
+                views.push((&m.skel.maps.events, &m.skel.maps.drop_counts));
+            }
+            if let Some(m) = &sched {
+                views.push((&m.skel.maps.events, &m.skel.maps.drop_counts));
+            }
+            let on_record = std::rc::Rc::new(std::cell::RefCell::new(on_record));
             let mut builder = RingBufferBuilder::new();
-            let rb = builder
-                .add(&skel.maps.events, |data: &[u8]| {
-                    on_record(data);
+            let mut add_err = None;
+            for (events, _) in &views {
+                let cb = on_record.clone();
+                if let Err(e) = builder.add(*events, move |data: &[u8]| {
+                    (cb.borrow_mut())(data);
                     0
-                })
-                .map(|_| ())
-                .and_then(|_| builder.build());
+                }) {
+                    add_err = Some(e);
+                }
+            }
+            let rb = match add_err {
+                Some(e) => Err(e),
+                None => builder.build(),
+            };
             let rb = match rb {
                 Ok(rb) => rb,
                 Err(e) => {
@@ -281,22 +341,27 @@ where
             let mut last_drop_read = Instant::now();
             let attached = Instant::now();
             let mut adopted_retired = false;
+            let read_all_drops = |views: &[(&dyn MapCore, &dyn MapCore)]| {
+                let maps: Vec<&dyn MapCore> = views.iter().map(|v| v.1).collect();
+                read_drops(&maps, &drops2);
+            };
             while !stop2.load(Ordering::Relaxed) {
-                // Events are submitted without wake-ups until the buffer fills
+                // Events are submitted without wake-ups until a buffer fills
                 // up, so poll on a timer and drain whatever is there.
                 let _ = rb.poll(cfg.poll_interval);
                 let _ = rb.consume();
                 if last_drop_read.elapsed() >= Duration::from_secs(1) {
-                    read_drops(&skel.maps.drop_counts, &drops2);
-                    if !adopted_retired {
-                        adopted_retired = retire_adopted(&mut skel, attached);
+                    read_all_drops(&views);
+                    if let (false, Some(m)) = (adopted_retired, sock.as_ref()) {
+                        adopted_retired = crate::sockets::retire_adopted(&m.skel, attached);
                     }
                     last_drop_read = Instant::now();
                 }
             }
+            // Detach everything, then take what was already delivered.
             drop(links);
             let _ = rb.consume();
-            read_drops(&skel.maps.drop_counts, &drops2);
+            read_all_drops(&views);
             Ok(())
         })
         .map_err(|e| ProbeError::Reader(e.to_string()))?;
@@ -318,127 +383,64 @@ where
     Ok(ProbeHandle { stop, thread: Some(thread), kernel_drops: drops, programs, kernel })
 }
 
-type Loaded<'obj> = (crate::skel::KindlingSkel<'obj>, Vec<Link>, Vec<ProgramInfo>, KernelInfo);
+type Storage = MaybeUninit<libbpf_rs::OpenObject>;
+type Loaded<'a> = (
+    Option<Module<crate::skel::KindlingSkel<'a>>>,
+    Option<Module<crate::tcp_skel::TcpSkel<'a>>>,
+    Option<Module<crate::sched_skel::SchedSkel<'a>>>,
+    KernelInfo,
+);
 
-fn setup_kindling<'obj>(
-    storage: &'obj mut MaybeUninit<libbpf_rs::OpenObject>,
+/// Checks the kernel once, then loads and attaches every enabled module.
+fn setup_all<'a>(
+    s_sock: &'a mut Storage,
+    s_tcp: &'a mut Storage,
+    s_sched: &'a mut Storage,
     cfg: &ProbeConfig,
-) -> Result<Loaded<'obj>, ProbeError> {
-    let mut open = KindlingSkelBuilder::default()
-        .open(storage)
-        .map_err(|e| ProbeError::Open(e.to_string()))?;
-    let sections: Vec<String> =
-        open.open_object().progs().map(|p| p.section().to_string_lossy().into_owned()).collect();
+) -> Result<Loaded<'a>, ProbeError> {
+    let kernel = preflight::check_base()?;
+    let sock = match cfg.features.sockets {
+        true => Some(crate::sockets::setup(s_sock, cfg, &kernel)?),
+        false => None,
+    };
+    let tcp = match cfg.features.tcp {
+        true => Some(crate::tcp::setup(s_tcp, cfg, &kernel)?),
+        false => None,
+    };
+    let sched = match &cfg.features.sched {
+        Some(sc) => Some(crate::sched::setup(s_sched, cfg, sc, &kernel)?),
+        None => None,
+    };
+    Ok((sock, tcp, sched, kernel))
+}
+
+/// A loaded module: its skeleton (which owns the object) and what attaching
+/// it produced.
+pub(crate) struct Module<S> {
+    pub skel: S,
+    pub attached: Attached,
+}
+
+#[derive(Default, Clone)]
+pub(crate) struct Attached {
+    pub links: Vec<std::sync::Arc<Link>>,
+    pub programs: Vec<ProgramInfo>,
+}
+
+/// Opens a module's object and checks the tracepoints it needs exist.
+pub(crate) fn check_sections(open: &libbpf_rs::OpenObject, kernel: &KernelInfo) -> Result<(), ProbeError> {
+    let sections: Vec<String> = open.progs().map(|p| p.section().to_string_lossy().into_owned()).collect();
     let tps = tracepoints_of(sections.iter().map(String::as_str));
-    let tp_refs: Vec<&str> = tps.iter().map(String::as_str).collect();
-    let kernel = preflight::check(&tp_refs)?;
-    let ro = open
-        .maps
-        .rodata_data
-        .as_deref_mut()
-        .ok_or_else(|| ProbeError::Open("object has no .rodata".into()))?;
-    ro.self_tgid = cfg.self_pid;
-    ro.snaplen = cfg.snaplen;
-    ro.filter_pids = !cfg.pids.is_empty();
-    ro.filter_ports = !cfg.ports.is_empty();
-    ro.wakeup_bytes = (cfg.ringbuf_bytes / 8) as u64;
-    let task_storage = task_storage_supported();
-    ro.use_task_storage = task_storage;
-    let maps_err = |what: &str, e: libbpf_rs::Error| ProbeError::Config(format!("{what}: {e}"));
-    if task_storage {
-        // The hash map is the fallback; keep it minimal when unused.
-        open.maps.inflight.set_max_entries(1).map_err(|e| maps_err("inflight map", e))?;
-    } else {
-        tracing::info!("task-local storage unavailable to tracepoints: in-flight syscalls kept in a hash map");
-        open.maps.inflight_ts.set_autocreate(false).map_err(|e| maps_err("inflight_ts map", e))?;
-    }
-    open.maps
-        .events
-        .set_max_entries(cfg.ringbuf_bytes)
-        .map_err(|e| ProbeError::Config(format!("ring buffer size: {e}")))?;
-    clear_libbpf_log();
-    let mut skel = open.load().map_err(load_error)?;
-    for pid in &cfg.pids {
-        skel.maps
-            .pid_filter
-            .update(&pid.to_ne_bytes(), &[1u8], MapFlags::ANY)
-            .map_err(|e| ProbeError::Maps(format!("pid filter: {e}")))?;
-    }
-    for port in &cfg.ports {
-        skel.maps
-            .port_filter
-            .update(&(*port as u32).to_ne_bytes(), &[1u8], MapFlags::ANY)
-            .map_err(|e| ProbeError::Maps(format!("port filter: {e}")))?;
-    }
-    let (links, programs) = attach_all(skel.object())?;
-    adopt_in_flight(&mut skel, cfg);
-    Ok((skel, links, programs, kernel))
+    let refs: Vec<&str> = tps.iter().map(String::as_str).collect();
+    preflight::check_tracepoints(kernel, &refs)?;
+    Ok(())
 }
 
-/// Can tracepoint programs use task-local storage (5.19+ in practice)?
-fn task_storage_supported() -> bool {
-    let helper = libbpf_rs::ProgramType::Tracepoint
-        .is_helper_supported(libbpf_rs::libbpf_sys::BPF_FUNC_task_storage_get)
-        .unwrap_or(false);
-    let map = libbpf_rs::MapType::TaskStorage.is_supported().unwrap_or(false);
-    helper && map
+pub(crate) fn open_err(e: libbpf_rs::Error) -> ProbeError {
+    ProbeError::Open(e.to_string())
 }
 
-/// Hands syscalls that were already blocked at attach to the BPF side.
-fn adopt_in_flight(skel: &mut crate::skel::KindlingSkel<'_>, cfg: &ProbeConfig) {
-    let pids: Option<std::collections::HashSet<u32>> =
-        (!cfg.pids.is_empty()).then(|| cfg.pids.iter().copied().collect());
-    let mut n = 0;
-    for a in crate::adopt::scan(pids.as_ref(), cfg.self_pid) {
-        let mut v = crate::skel::types::inflight::default();
-        v.fd = a.fd;
-        v.syscall = a.syscall;
-        v.buf = a.buf;
-        v.addr = a.addr;
-        v.count = a.count;
-        // ts = 0 (start unknown), has_info = 0 (resolve the socket at exit).
-        if skel.maps.adopted.update(&a.tid.to_ne_bytes(), pod_bytes(&v), MapFlags::ANY).is_ok() {
-            n += 1;
-        }
-    }
-    if n > 0 {
-        set_adopted_active(skel, true);
-        tracing::debug!("adopted {n} syscalls in flight at attach");
-    }
-}
-
-fn set_adopted_active(skel: &mut crate::skel::KindlingSkel<'_>, on: bool) {
-    if let Some(bss) = skel.maps.bss_data.as_deref_mut() {
-        // SAFETY: `bss` is the live mmap of the object's .bss; a volatile write
-        // makes the store visible to the BPF programs that read it.
-        unsafe { std::ptr::write_volatile(&mut bss.adopted_active, on as u32) };
-    }
-}
-
-/// Adopted entries are consumed as their syscalls return; once none are left,
-/// or after a minute (threads blocked that long are idle anyway), stop
-/// looking so syscall exits never pay for the lookup again.
-fn retire_adopted(skel: &mut crate::skel::KindlingSkel<'_>, since: Instant) -> bool {
-    let empty = skel.maps.adopted.keys().next().is_none();
-    if !empty && since.elapsed() < Duration::from_secs(60) {
-        return false;
-    }
-    set_adopted_active(skel, false);
-    let keys: Vec<Vec<u8>> = skel.maps.adopted.keys().collect();
-    for k in keys {
-        let _ = skel.maps.adopted.delete(&k);
-    }
-    true
-}
-
-/// The bytes of a plain-old-data value generated from the BPF object's BTF.
-fn pod_bytes<T: Copy>(v: &T) -> &[u8] {
-    // SAFETY: T is a #[repr(C)] Copy struct generated by libbpf-cargo from BTF
-    // (no pointers, no invariants); reading its bytes is always valid.
-    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
-}
-
-fn attach_all(obj: &libbpf_rs::Object) -> Result<(Vec<Link>, Vec<ProgramInfo>), ProbeError> {
+pub(crate) fn attach_all(obj: &libbpf_rs::Object) -> Result<Attached, ProbeError> {
     let mut links = Vec::new();
     let mut programs = Vec::new();
     for prog in obj.progs_mut() {
@@ -452,22 +454,26 @@ fn attach_all(obj: &libbpf_rs::Object) -> Result<(Vec<Link>, Vec<ProgramInfo>), 
             section: info.section.clone(),
             reason: e.to_string(),
         })?;
-        links.push(link);
+        links.push(std::sync::Arc::new(link));
         programs.push(info);
     }
-    Ok((links, programs))
+    Ok(Attached { links, programs })
 }
 
-fn read_drops(map: &dyn MapCore, out: &[AtomicU64]) {
+/// Sums every module's per-CPU drop counters into `out` (by reason index).
+fn read_drops(maps: &[&dyn MapCore], out: &[AtomicU64]) {
     for (i, slot) in out.iter().enumerate() {
         let key = (i as u32).to_ne_bytes();
-        if let Ok(Some(per_cpu)) = map.lookup_percpu(&key, MapFlags::ANY) {
-            let total: u64 = per_cpu
-                .iter()
-                .filter_map(|v| v.get(..8).map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]))))
-                .sum();
-            slot.store(total, Ordering::Relaxed);
+        let mut total = 0u64;
+        for map in maps {
+            if let Ok(Some(per_cpu)) = map.lookup_percpu(&key, MapFlags::ANY) {
+                total += per_cpu
+                    .iter()
+                    .filter_map(|v| v.get(..8).map(|b| u64::from_ne_bytes(b.try_into().unwrap_or([0; 8]))))
+                    .sum::<u64>();
+            }
         }
+        slot.store(total, Ordering::Relaxed);
     }
 }
 
@@ -486,10 +492,10 @@ pub fn start_empty() -> Result<ProbeHandle, ProbeError> {
                 let open = BenchEmptySkelBuilder::default()
                     .open(&mut storage)
                     .map_err(|e| ProbeError::Open(e.to_string()))?;
-                let kernel = preflight::check(&[])?;
+                let kernel = preflight::check_base()?;
                 let skel = open.load().map_err(load_error)?;
-                let (links, programs) = attach_all(skel.object())?;
-                Ok::<_, ProbeError>((links, programs, kernel))
+                let a = attach_all(skel.object())?;
+                Ok::<_, ProbeError>((a.links, a.programs, kernel))
             })();
             match setup {
                 Ok((links, programs, kernel)) => {

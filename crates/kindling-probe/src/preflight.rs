@@ -41,8 +41,8 @@ pub struct KernelInfo {
     pub tracefs: String,
 }
 
-/// Runs every check in order; the first failure is the answer.
-pub fn check(required_tracepoints: &[&str]) -> Result<KernelInfo, PreflightError> {
+/// The checks every module needs, in order; the first failure is the answer.
+pub fn check_base() -> Result<KernelInfo, PreflightError> {
     check_privileges()?;
     if !Path::new(BTF_PATH).exists() {
         return Err(PreflightError::NoBtf);
@@ -53,14 +53,19 @@ pub fn check(required_tracepoints: &[&str]) -> Result<KernelInfo, PreflightError
         return Err(PreflightError::KernelTooOld { release });
     }
     let tracefs = ensure_tracefs()?;
-    for tp in required_tracepoints {
+    raise_memlock();
+    Ok(KernelInfo { release, version, tracefs })
+}
+
+/// Every tracepoint a module attaches to (`group/name`) exists.
+pub fn check_tracepoints(kernel: &KernelInfo, required: &[&str]) -> Result<(), PreflightError> {
+    for tp in required {
         let (group, name) = tp.split_once('/').unwrap_or(("", tp));
-        if !Path::new(&format!("{tracefs}/events/{group}/{name}")).exists() {
+        if !Path::new(&format!("{}/events/{group}/{name}", kernel.tracefs)).exists() {
             return Err(PreflightError::MissingTracepoint(format!("{group}:{name}")));
         }
     }
-    raise_memlock();
-    Ok(KernelInfo { release, version, tracefs })
+    Ok(())
 }
 
 fn check_privileges() -> Result<(), PreflightError> {

@@ -40,7 +40,6 @@ pub struct SlowThresholds {
     pub kafka: u64,
     pub dns: u64,
     pub memcached: u64,
-    pub tcp: u64,
 }
 
 impl Default for SlowThresholds {
@@ -55,7 +54,6 @@ impl Default for SlowThresholds {
             kafka: 100,
             dns: 100,
             memcached: 100,
-            tcp: 500,
         }
     }
 }
@@ -72,7 +70,8 @@ impl SlowThresholds {
             Protocol::Kafka => self.kafka,
             Protocol::Dns => self.dns,
             Protocol::Memcached => self.memcached,
-            Protocol::Tcp => self.tcp,
+            // A `tcp` record spans a whole connection: its length is not slowness.
+            Protocol::Tcp => u64::MAX / 1_000_000,
         }
     }
 }
@@ -531,7 +530,7 @@ impl Tracker {
             && !c.udp
             && c.up_bytes + c.down_bytes > 0
         {
-            out.push(tcp_record(&c, ts, &self.cfg));
+            out.push(tcp_record(&c, ts));
         }
     }
 
@@ -763,7 +762,7 @@ fn build(c: &Conn, p: Pending, cfg: &TrackerConfig, missing: Option<&str>) -> Re
 }
 
 /// A connection with no protocol we parse: one record for its whole life.
-fn tcp_record(c: &Conn, ts: u64, cfg: &TrackerConfig) -> RequestRecord {
+fn tcp_record(c: &Conn, ts: u64) -> RequestRecord {
     let side = if c.role == Role::Server { Side::Server } else { Side::Client };
     let (src, dst) = if side == Side::Server { (c.peer, c.local) } else { (c.local, c.peer) };
     let end = ts.max(c.last_ns).max(c.first_ns);
@@ -784,7 +783,7 @@ fn tcp_record(c: &Conn, ts: u64, cfg: &TrackerConfig) -> RequestRecord {
         detail: String::new(),
         status: String::new(),
         is_error: false,
-        is_slow: duration >= cfg.slow.tcp * 1_000_000,
+        is_slow: false,
         error: String::new(),
         duration_ns: duration,
         breakdown: Breakdown { connect_ns: c.connect_ns, ..Breakdown::default() },

@@ -52,9 +52,16 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<()> {
     let mut printed = 0u64;
 
     // With only ports to filter on, process lifecycle events are noise.
-    let sockets_only = !args.filter.ports.is_empty() && args.filter.pids.is_empty();
+    let ports = &args.filter.ports;
+    let sockets_only = !ports.is_empty() && args.filter.pids.is_empty();
     let mut handle = |mut ev: Event| -> anyhow::Result<()> {
-        if sockets_only && !matches!(ev.body, EventBody::Socket(_) | EventBody::SocketSnapshot(_)) {
+        let keep = match &ev.body {
+            EventBody::Socket(_) | EventBody::SocketSnapshot(_) => true,
+            // TCP health is host-wide in the kernel: apply the port filter here.
+            EventBody::Tcp(t) => ports.is_empty() || ports.contains(&t.src.port()) || ports.contains(&t.dst.port()),
+            _ => !sockets_only,
+        };
+        if !keep {
             return Ok(());
         }
         table.observe(&mut ev);

@@ -21,7 +21,7 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct RequestsConfig {
     /// Per-protocol slow thresholds in milliseconds (`[requests.slow_ms]`, keys
-    /// http, http2, grpc, mysql, postgresql, redis, kafka, dns, memcached, tcp).
+    /// http, http2, grpc, mysql, postgresql, redis, kafka, dns, memcached).
     pub slow_ms: kindling_requests::SlowThresholds,
     /// A request with no response after this long is reported as `timeout`.
     pub response_timeout: String,

@@ -67,6 +67,21 @@ pub fn text_line(ev: &Event, payload: bool) -> String {
         EventBody::SocketSnapshot(s) => {
             format!("{head} {} {} -> {} fd={} state={}", s.proto.name(), s.src, s.dst, s.fd, s.state)
         }
+        // Module events: their JSON fields as key=value.
+        EventBody::Tcp(_) | EventBody::Sched(_) => {
+            let j = kindling_events::json::JsonEvent::new(ev, false);
+            let mut line = head;
+            if let (Some(src), Some(dst)) = (&j.src, &j.dst) {
+                line.push_str(&format!(" {src} -> {dst}"));
+            }
+            if let Some(l) = j.latency_ns {
+                line.push_str(&format!(" lat={}us", l / 1000));
+            }
+            for (k, v) in &j.extra {
+                line.push_str(&format!(" {k}={}", v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())));
+            }
+            line
+        }
     }
 }
 

@@ -67,6 +67,10 @@ pub fn start(opts: &SourceOptions, telemetry: &Telemetry) -> Result<LiveSource, 
         self_pid,
         ..ProbeConfig::default()
     };
+    // Drop-reason names differ between kernels: learn this one's before decoding.
+    if let Ok(tracefs) = kindling_probe::preflight::ensure_tracefs() {
+        kindling_events::tcp::load_drop_reason_names(&tracefs);
+    }
     let (tx, rx) = bounded::<Event>(QUEUE_LEN);
     let decoder = Decoder::new(kindling_probe::realtime_offset_ns());
     let kinds = KindCounters::new(telemetry);
@@ -101,6 +105,7 @@ pub fn start(opts: &SourceOptions, telemetry: &Telemetry) -> Result<LiveSource, 
             })
             .collect();
         snapshot.retain(|e| match &e.body {
+            EventBody::Tcp(t) => ports.contains(&t.src.port()) || ports.contains(&t.dst.port()),
             EventBody::SocketSnapshot(s) => ports.contains(&s.src.port()) || ports.contains(&s.dst.port()),
             _ => with_sockets.contains(&e.pid),
         });

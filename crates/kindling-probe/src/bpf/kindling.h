@@ -36,6 +36,14 @@ enum kd_event_kind {
 	KD_EV_EXIT = 4,         /* a thread exited: kd_exit_event */
 	KD_EV_FORK = 5,         /* a new process: kd_fork_event */
 	KD_EV_RENAME = 6,       /* a thread renamed itself: kd_rename_event */
+	/* 20-39: the tcp module (tcp.bpf.c, crates/kindling-events/src/tcp.rs), kd_tcp_event */
+	KD_EV_TCP_RETRANSMIT = 20, /* a: segments */
+	KD_EV_TCP_RESET = 21,      /* flags: 1 sent, 0 received */
+	KD_EV_TCP_RTT = 22,        /* a: srtt_us, b: rttvar_us, c: snd_cwnd, d: total_retrans */
+	KD_EV_TCP_DROP = 23,       /* a: skb drop reason; addresses from the packet */
+	KD_EV_TCP_CONNECT = 24,    /* a: 0 or errno, c: SYN sent -> outcome ns */
+	KD_EV_TCP_CLOSE = 25,      /* a: total_retrans, b: srtt_us, c: bytes_acked, d: bytes_received, e: lifetime ns */
+	/* 40-59: the sched module (sched.bpf.c, crates/kindling-events/src/sched.rs) */
 };
 
 /* Which syscall a kd_sock_event came from. */
@@ -64,7 +72,10 @@ enum kd_drop_reason {
 	KD_DROP_CONNECT_FULL = 2,     /* no room to remember a non-blocking connect */
 	KD_DROP_PID_FILTER_FULL = 3,  /* a child of a filtered process could not be followed */
 	KD_DROP_MMSG_TRUNCATED = 4,   /* messages of a sendmmsg/recvmmsg beyond KD_MAX_MMSG */
-	KD_DROP__MAX = 5,
+	/* 5-9: the tcp module; 10-19: the sched module (names in wire.rs DROP_REASONS) */
+	KD_DROP_TCP_RATE_LIMITED = 5, /* packet-drop events beyond the per-CPU rate (totals stay exact) */
+	KD_DROP_TCP_MAP_FULL = 6,     /* no room to remember a connection's start or RTT sample time */
+	KD_DROP__MAX = 20,
 };
 
 struct kd_header {
@@ -115,6 +126,27 @@ struct kd_fork_event {
 	struct kd_header hdr;
 	__u32 child_tgid;
 	__u32 child_tid;
+};
+
+/* A TCP health event; a..e mean what the kind above says. For every kind but
+ * DROP the addresses are the socket's (s = local end); for DROP they are the
+ * packet's (s = its sender). */
+struct kd_tcp_event {
+	struct kd_header hdr;
+	__u64 sock_id; /* struct sock *, joins with kd_sock_event.sock_id (0: none) */
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u8 family;
+	__u8 proto;    /* IPPROTO_TCP or IPPROTO_UDP (drops) */
+	__u8 state;    /* TCP state when it happened */
+	__u8 flags;
+	__u32 a;
+	__u32 b;
+	__u64 c;
+	__u64 d;
+	__u64 e;
 };
 
 struct kd_rename_event {
