@@ -44,6 +44,10 @@ enum kd_event_kind {
 	KD_EV_TCP_CONNECT = 24,    /* a: 0 or errno, c: SYN sent -> outcome ns */
 	KD_EV_TCP_CLOSE = 25,      /* a: total_retrans, b: srtt_us, c: bytes_acked, d: bytes_received, e: lifetime ns */
 	/* 40-59: the sched module (sched.bpf.c, crates/kindling-events/src/sched.rs) */
+	KD_EV_SCHED_SLICE = 40,  /* a thread of interest ran again: kd_sched_slice */
+	KD_EV_SCHED_SAMPLE = 41, /* an on-CPU sample of a thread of interest: kd_sched_sample */
+	KD_EV_SCHED_STACK = 42,  /* a stack seen for the first time (this generation): kd_sched_stack */
+	KD_EV_SCHED_FILE = 43,   /* the file a thread blocked on: kd_sched_file */
 };
 
 /* Which syscall a kd_sock_event came from. */
@@ -75,6 +79,10 @@ enum kd_drop_reason {
 	/* 5-9: the tcp module; 10-19: the sched module (names in wire.rs DROP_REASONS) */
 	KD_DROP_TCP_RATE_LIMITED = 5, /* packet-drop events beyond the per-CPU rate (totals stay exact) */
 	KD_DROP_TCP_MAP_FULL = 6,     /* no room to remember a connection's start or RTT sample time */
+	KD_DROP_SCHED_RINGBUF_FULL = 10, /* a sched record did not fit in the sched ring buffer */
+	KD_DROP_SCHED_THREAD_MAP_FULL = 11, /* no room to follow one more thread of interest */
+	KD_DROP_SCHED_STACK_LOST = 12, /* a stack could not be read or delivered (the event keeps no stack) */
+	KD_DROP_SCHED_BUSY = 13,       /* a map was busy (a sample interrupted a switch on the same CPU) */
 	KD_DROP__MAX = 20,
 };
 
@@ -152,6 +160,79 @@ struct kd_tcp_event {
 struct kd_rename_event {
 	struct kd_header hdr;
 	char newcomm[KD_COMM_LEN];
+};
+
+/* --- the sched module ---------------------------------------------------
+ * Per-thread timelines: one kd_sched_slice each time a thread of interest is
+ * switched in, covering its previous turn on the CPU and the time off it:
+ *
+ *   oncpu_start ........ offcpu_start ........ wake_ts ........ hdr.ts_ns
+ *   |  on-CPU            |  blocked (reason)    |  run queue     | running again
+ *
+ * wake_ts is 0 when the thread was preempted (runnable all along: the whole
+ * off-CPU time is run queue); oncpu_start is 0 when unknown (first sight).
+ * Stacks are referred to by a 64-bit hash of their frames; a stack's frames
+ * travel once per generation in a kd_sched_stack that precedes every record
+ * referring to it. */
+#define KD_SCHED_MAX_FRAMES 127
+#define KD_SCHED_PATH_PARTS 12
+#define KD_SCHED_PATH_PART_LEN 48
+
+/* What the file descriptor a blocked syscall waits on is. */
+enum kd_fd_kind {
+	KD_FD_NONE = 0,   /* no fd argument, or not open */
+	KD_FD_SOCKET = 1, /* a socket: for inet ones family/proto/addresses filled, else family only */
+	KD_FD_FILE = 2,   /* a regular file or block device (path in a kd_sched_file) */
+	KD_FD_OTHER = 3,  /* a pipe, character device, eventfd, ... */
+};
+
+#define KD_SLICE_PREEMPTED 1 /* runnable when switched out (no blocking) */
+#define KD_SLICE_IN_SYSCALL 2 /* `syscall` and its arguments are valid */
+
+struct kd_sched_slice {
+	struct kd_header hdr; /* ts_ns: switched in; tgid/tid/comm: the thread */
+	__u64 oncpu_start;    /* switched in the previous time (0: unknown) */
+	__u64 offcpu_start;   /* switched out */
+	__u64 wake_ts;        /* woken (0: preempted, never blocked) */
+	__u64 kstack;         /* kernel stack at switch-out (0: none) */
+	__u64 ustack;         /* user stack at switch-out (0: none) */
+	__u64 sock_id;        /* struct sock * of a socket fd */
+	__s64 syscall;        /* the syscall blocked in (x86-64 number; -1: none) */
+	__u64 arg1;           /* its second argument (futex op, poll timeout, ...) */
+	__s32 fd;             /* its fd argument, if any (-1: none) */
+	__u32 waker_tid;      /* the thread that woke it (0: unknown) */
+	__u32 waker_tgid;
+	__u8 flags;           /* KD_SLICE_* */
+	__u8 fd_kind;         /* enum kd_fd_kind */
+	__u8 family;          /* sockets: AF_INET/AF_INET6 */
+	__u8 proto;           /* sockets: IPPROTO_TCP/UDP */
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+	__u32 _pad;
+};
+
+struct kd_sched_sample {
+	struct kd_header hdr;
+	__u64 kstack;
+	__u64 ustack;
+};
+
+struct kd_sched_stack {
+	struct kd_header hdr;
+	__u64 id;        /* the hash the other records refer to */
+	__u32 nr_frames;
+	__u32 kernel;    /* 1: kernel addresses, 0: user addresses of hdr.tgid */
+	__u64 frames[KD_SCHED_MAX_FRAMES]; /* only nr_frames are sent */
+};
+
+struct kd_sched_file {
+	struct kd_header hdr; /* the blocked thread; ts_ns: when it blocked */
+	__u64 offcpu_start;   /* joins with kd_sched_slice.offcpu_start */
+	__u32 nr_parts;       /* path components, leaf first */
+	__u32 truncated;      /* 1: more components above the ones sent */
+	char parts[KD_SCHED_PATH_PARTS * KD_SCHED_PATH_PART_LEN]; /* NUL-terminated, KD_SCHED_PATH_PART_LEN apart */
 };
 
 #endif /* __KINDLING_H */

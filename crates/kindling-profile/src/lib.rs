@@ -1,0 +1,33 @@
+//! Profiling from the sched module's events: per-thread timelines cut into
+//! on-CPU and off-CPU slices with reasons (`net`, `file`, `lock`, `epoll`,
+//! `sleep`, `runqueue`, `other`), stacks, symbols and flame graphs.
+//!
+//! - [`timeline`]: the bounded store of slices and samples per process and
+//!   thread, and the window query trace-profiling builds on;
+//! - [`stacks`]: the kernel's deduplicated stacks, interned;
+//! - [`interest`]: which processes are followed, and until when;
+//! - [`flame`]: samples and slices -> aggregated, symbolized stacks;
+//! - [`symbolize`]: ELF/DWARF, Go, JIT perf maps (Java), kernel symbols (blazesym);
+//! - [`format`]: folded stacks, pprof, speedscope.
+
+pub mod flame;
+pub mod format;
+pub mod interest;
+pub mod stacks;
+pub mod symbolize;
+pub mod timeline;
+
+pub use flame::{Profile, ProfileType, RawProfile};
+pub use format::Format;
+pub use interest::Interest;
+pub use symbolize::Symbolizer;
+pub use timeline::{Sample, Slice, State, Target, ThreadTimeline, TimelineConfig, TimelineStats, Timelines};
+
+/// The default on-CPU sampling frequency (Hz): not a multiple of common
+/// timer frequencies, so samples do not beat with periodic work.
+pub const DEFAULT_SAMPLE_HZ: u32 = 99;
+
+/// ns between two samples at `hz`.
+pub fn sample_period_ns(hz: u32) -> u64 {
+    1_000_000_000 / hz.max(1) as u64
+}

@@ -1,0 +1,528 @@
+//! Per-thread timelines: every followed thread's time cut into on-CPU and
+//! off-CPU slices (with the reason, what was waited on, the stacks and who
+//! woke it), plus on-CPU samples, per process, for a bounded time window.
+//!
+//! The query trace-profiling needs: "what did threads T1..Tn of process P do
+//! between t0 and t1" is [`Timelines::threads`]. Memory is bounded by
+//! construction: at most `max_slices` slices and `max_samples` samples in
+//! all (the oldest go first, counted), kept at most `retention_ns`.
+
+use crate::stacks::{Frames, StackTable};
+use kindling_events::model::{Event, EventBody, L4Proto};
+use kindling_events::sched::{OffCpuReason, SchedEvent, SchedSlice};
+use serde::Serialize;
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// What a thread was doing during a slice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum State {
+    OnCpu,
+    Off(OffCpuReason),
+}
+
+impl State {
+    /// `oncpu` or the off-CPU reason (`net`, `file`, `lock`, `epoll`, `sleep`, `runqueue`, `other`).
+    pub fn name(self) -> &'static str {
+        match self {
+            State::OnCpu => "oncpu",
+            State::Off(r) => r.name(),
+        }
+    }
+}
+
+impl Serialize for State {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+/// What an off-CPU slice waited on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// An inet socket: local end and peer.
+    Peer { proto: L4Proto, local: SocketAddr, peer: SocketAddr },
+    /// A socket of another family (unix, netlink, ...).
+    Socket { family: u8 },
+    File(Arc<str>),
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Peer { proto, local, peer } => write!(
+                f,
+                "{} {} -> {}",
+                proto.name(),
+                kindling_events::model::format_addr(local),
+                kindling_events::model::format_addr(peer)
+            ),
+            Target::Socket { family: 1 } => f.write_str("unix socket"),
+            Target::Socket { family } => write!(f, "socket (family {family})"),
+            Target::File(p) => f.write_str(p),
+        }
+    }
+}
+
+impl Serialize for Target {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A stretch of one thread's time.
+#[derive(Clone, Debug)]
+pub struct Slice {
+    pub tid: u32,
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub state: State,
+    /// The syscall it blocked in (x86-64 number; -1: none).
+    pub syscall: i64,
+    pub target: Option<Target>,
+    /// Who made it runnable (0: unknown or preempted).
+    pub waker_tid: u32,
+    /// Stacks at switch-out (off-CPU slices only).
+    pub kstack: Option<Frames>,
+    pub ustack: Option<Frames>,
+}
+
+impl Slice {
+    pub fn duration_ns(&self) -> u64 {
+        self.end_ns.saturating_sub(self.start_ns)
+    }
+}
+
+/// An on-CPU sample.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub tid: u32,
+    pub ts_ns: u64,
+    pub kstack: Option<Frames>,
+    pub ustack: Option<Frames>,
+}
+
+/// One thread's slices within a query window, in time order.
+#[derive(Clone, Debug)]
+pub struct ThreadTimeline {
+    pub tid: u32,
+    pub name: String,
+    pub slices: Vec<Slice>,
+}
+
+#[derive(Clone, Debug)]
+pub struct TimelineConfig {
+    /// How long slices and samples are kept (event time).
+    pub retention_ns: u64,
+    pub max_slices: usize,
+    pub max_samples: usize,
+    /// Distinct stacks remembered before the table starts over.
+    pub max_stacks: usize,
+    /// Processes with data at most (beyond: their events are dropped, counted).
+    pub max_processes: usize,
+}
+
+impl Default for TimelineConfig {
+    fn default() -> Self {
+        TimelineConfig {
+            retention_ns: 120 * 1_000_000_000,
+            max_slices: 400_000,
+            max_samples: 200_000,
+            max_stacks: 65_536,
+            max_processes: 1024,
+        }
+    }
+}
+
+/// What was dropped or could not be resolved, for self-telemetry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TimelineStats {
+    pub slices: usize,
+    pub samples: usize,
+    pub stacks: usize,
+    /// Slices and samples evicted before their time to stay within bounds.
+    pub evicted: u64,
+    /// Events of processes beyond `max_processes`.
+    pub processes_full: u64,
+    /// References to stacks whose frames never arrived (their record was lost).
+    pub stack_unknown: u64,
+    /// Times the stack table started over (a new kernel generation follows).
+    pub stack_resets: u64,
+}
+
+#[derive(Default)]
+struct Process {
+    slices: VecDeque<Slice>,
+    samples: VecDeque<Sample>,
+    names: HashMap<u32, String>,
+    /// Earliest time from which this process's data is complete.
+    since_ns: u64,
+}
+
+/// Files threads blocked on, waiting for their slices (by tid).
+const PENDING_FILES_MAX: usize = 4096;
+
+pub struct Timelines {
+    cfg: TimelineConfig,
+    procs: HashMap<u32, Process>,
+    stacks: StackTable,
+    pending_files: HashMap<u32, (u64, Arc<str>)>,
+    slices: usize,
+    samples: usize,
+    evicted: u64,
+    processes_full: u64,
+    now_ns: u64,
+}
+
+impl Default for Timelines {
+    fn default() -> Self {
+        Timelines::new(TimelineConfig::default())
+    }
+}
+
+impl Timelines {
+    pub fn new(cfg: TimelineConfig) -> Timelines {
+        Timelines {
+            stacks: StackTable::new(cfg.max_stacks),
+            cfg,
+            procs: HashMap::new(),
+            pending_files: HashMap::new(),
+            slices: 0,
+            samples: 0,
+            evicted: 0,
+            processes_full: 0,
+            now_ns: 0,
+        }
+    }
+
+    /// Feeds one event (anything but sched events is ignored).
+    pub fn observe(&mut self, ev: &Event) {
+        let EventBody::Sched(s) = &ev.body else { return };
+        self.now_ns = self.now_ns.max(ev.ts_ns);
+        match s {
+            SchedEvent::Stack(st) => self.stacks.insert(st.id, &st.frames),
+            SchedEvent::File(f) => {
+                if self.pending_files.len() >= PENDING_FILES_MAX {
+                    self.pending_files.clear();
+                }
+                self.pending_files.insert(ev.tid, (f.offcpu_start_ns, f.path.as_str().into()));
+            }
+            SchedEvent::Sample(smp) => {
+                let sample = Sample {
+                    tid: ev.tid,
+                    ts_ns: ev.ts_ns,
+                    kstack: self.stacks.get(smp.kstack),
+                    ustack: self.stacks.get(smp.ustack),
+                };
+                if let Some(p) = self.process(ev) {
+                    p.samples.push_back(sample);
+                    self.samples += 1;
+                    self.bound();
+                }
+            }
+            SchedEvent::Slice(sl) => self.slice(ev, sl),
+        }
+    }
+
+    fn process(&mut self, ev: &Event) -> Option<&mut Process> {
+        if !self.procs.contains_key(&ev.pid) && self.procs.len() >= self.cfg.max_processes {
+            self.processes_full += 1;
+            return None;
+        }
+        let p = self.procs.entry(ev.pid).or_insert_with(|| Process { since_ns: ev.ts_ns, ..Default::default() });
+        if p.names.len() < 100_000 || p.names.contains_key(&ev.tid) {
+            p.names.insert(ev.tid, ev.comm.to_string_lossy());
+        }
+        Some(p)
+    }
+
+    /// One kernel slice record becomes up to three slices: on-CPU, blocked, run queue.
+    fn slice(&mut self, ev: &Event, s: &SchedSlice) {
+        let end = ev.ts_ns;
+        let kstack = self.stacks.get(s.kstack);
+        let ustack = self.stacks.get(s.ustack);
+        let file = match self.pending_files.remove(&ev.tid) {
+            Some((start, path)) if start == s.offcpu_start_ns => Some(path),
+            _ => None,
+        };
+        let target = match (&s.socket, file) {
+            (Some(t), _) => Some(Target::Peer { proto: t.proto, local: t.src, peer: t.dst }),
+            (None, Some(path)) => Some(Target::File(path)),
+            _ if s.fd_kind == kindling_events::sched::FdKind::Socket => Some(Target::Socket { family: s.family }),
+            _ => None,
+        };
+        let base = Slice {
+            tid: ev.tid,
+            start_ns: 0,
+            end_ns: 0,
+            state: State::OnCpu,
+            syscall: -1,
+            target: None,
+            waker_tid: 0,
+            kstack: None,
+            ustack: None,
+        };
+        let mut out: Vec<Slice> = Vec::with_capacity(3);
+        if s.oncpu_start_ns != 0 && s.oncpu_start_ns < s.offcpu_start_ns {
+            out.push(Slice { start_ns: s.oncpu_start_ns, end_ns: s.offcpu_start_ns, ..base.clone() });
+        }
+        let (blocked, queued) = s.blocked_and_queued(end);
+        if blocked > 0 {
+            out.push(Slice {
+                start_ns: s.offcpu_start_ns,
+                end_ns: s.offcpu_start_ns + blocked,
+                state: State::Off(s.reason()),
+                syscall: s.syscall,
+                target,
+                waker_tid: s.waker_tid,
+                kstack: kstack.clone(),
+                ustack: ustack.clone(),
+                ..base.clone()
+            });
+        }
+        if queued > 0 {
+            out.push(Slice {
+                start_ns: end - queued,
+                end_ns: end,
+                state: State::Off(OffCpuReason::Runqueue),
+                syscall: if s.preempted { -1 } else { s.syscall },
+                waker_tid: s.waker_tid,
+                kstack,
+                ustack,
+                ..base
+            });
+        }
+        let n = out.len();
+        if let Some(p) = self.process(ev) {
+            p.slices.extend(out);
+            self.slices += n;
+            self.bound();
+        }
+    }
+
+    /// Evicts the oldest data beyond the size bounds.
+    fn bound(&mut self) {
+        while self.slices > self.cfg.max_slices {
+            let Some(p) = self
+                .procs
+                .values_mut()
+                .filter(|p| !p.slices.is_empty())
+                .min_by_key(|p| p.slices.front().map(|s| s.end_ns).unwrap_or(u64::MAX))
+            else {
+                break;
+            };
+            if let Some(s) = p.slices.pop_front() {
+                p.since_ns = p.since_ns.max(s.end_ns);
+            }
+            self.slices -= 1;
+            self.evicted += 1;
+        }
+        while self.samples > self.cfg.max_samples {
+            let Some(p) = self
+                .procs
+                .values_mut()
+                .filter(|p| !p.samples.is_empty())
+                .min_by_key(|p| p.samples.front().map(|s| s.ts_ns).unwrap_or(u64::MAX))
+            else {
+                break;
+            };
+            if let Some(s) = p.samples.pop_front() {
+                p.since_ns = p.since_ns.max(s.ts_ns);
+            }
+            self.samples -= 1;
+            self.evicted += 1;
+        }
+    }
+
+    /// Time passes: drops what is older than the retention.
+    pub fn tick(&mut self, now_ns: u64) {
+        self.now_ns = self.now_ns.max(now_ns);
+        let horizon = self.now_ns.saturating_sub(self.cfg.retention_ns);
+        let (mut slices, mut samples) = (0, 0);
+        for p in self.procs.values_mut() {
+            while p.slices.front().is_some_and(|s| s.end_ns < horizon) {
+                p.slices.pop_front();
+                slices += 1;
+            }
+            while p.samples.front().is_some_and(|s| s.ts_ns < horizon) {
+                p.samples.pop_front();
+                samples += 1;
+            }
+            p.since_ns = p.since_ns.max(horizon);
+        }
+        self.slices -= slices;
+        self.samples -= samples;
+        self.procs.retain(|_, p| !p.slices.is_empty() || !p.samples.is_empty());
+    }
+
+    /// True once after the stack table started over: tell the kernel to
+    /// begin a new stack generation (`SchedControl::new_stack_generation`).
+    pub fn take_stack_reset(&mut self) -> bool {
+        self.stacks.take_reset()
+    }
+
+    /// Forgets a process's data (it is no longer followed).
+    pub fn forget(&mut self, pid: u32) {
+        if let Some(p) = self.procs.remove(&pid) {
+            self.slices -= p.slices.len();
+            self.samples -= p.samples.len();
+        }
+    }
+
+    /// Since when this process's data is complete (None: no data).
+    pub fn since(&self, pid: u32) -> Option<u64> {
+        self.procs.get(&pid).map(|p| p.since_ns)
+    }
+
+    pub fn now_ns(&self) -> u64 {
+        self.now_ns
+    }
+
+    /// The slices of a process (optionally only some threads) that overlap
+    /// `[t0, t1)`, clipped to it, per thread in time order.
+    pub fn threads(&self, pid: u32, tids: Option<&[u32]>, t0: u64, t1: u64) -> Vec<ThreadTimeline> {
+        let Some(p) = self.procs.get(&pid) else { return Vec::new() };
+        let mut by_tid: HashMap<u32, Vec<Slice>> = HashMap::new();
+        for s in &p.slices {
+            if s.end_ns <= t0 || s.start_ns >= t1 || tids.is_some_and(|t| !t.contains(&s.tid)) {
+                continue;
+            }
+            let mut c = s.clone();
+            c.start_ns = c.start_ns.max(t0);
+            c.end_ns = c.end_ns.min(t1);
+            by_tid.entry(s.tid).or_default().push(c);
+        }
+        let mut out: Vec<ThreadTimeline> = by_tid
+            .into_iter()
+            .map(|(tid, mut slices)| {
+                slices.sort_by_key(|s| (s.start_ns, s.end_ns));
+                let name = p.names.get(&tid).cloned().unwrap_or_default();
+                ThreadTimeline { tid, name, slices }
+            })
+            .collect();
+        out.sort_by_key(|t| t.tid);
+        out
+    }
+
+    /// On-CPU samples of a process in `[t0, t1)`.
+    pub fn samples(&self, pid: u32, t0: u64, t1: u64) -> Vec<Sample> {
+        let Some(p) = self.procs.get(&pid) else { return Vec::new() };
+        p.samples.iter().filter(|s| s.ts_ns >= t0 && s.ts_ns < t1).cloned().collect()
+    }
+
+    /// The name of a thread (its comm), if seen.
+    pub fn thread_name(&self, pid: u32, tid: u32) -> Option<&str> {
+        self.procs.get(&pid)?.names.get(&tid).map(String::as_str)
+    }
+
+    pub fn stats(&self) -> TimelineStats {
+        TimelineStats {
+            slices: self.slices,
+            samples: self.samples,
+            stacks: self.stacks.len(),
+            evicted: self.evicted,
+            processes_full: self.processes_full,
+            stack_unknown: self.stacks.unknown,
+            stack_resets: self.stacks.resets,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kindling_events::model::Comm;
+    use kindling_events::sched::{FdKind, SchedFile, SchedSample, SchedStack, SockTarget};
+
+    pub(crate) fn ev(pid: u32, tid: u32, ts: u64, s: SchedEvent) -> Event {
+        Event { ts_ns: ts, pid, tid, cpu: 0, comm: Comm::from("t"), body: EventBody::Sched(s) }
+    }
+
+    pub(crate) fn sl(on: u64, off: u64, wake: u64, syscall: i64) -> SchedSlice {
+        SchedSlice {
+            oncpu_start_ns: on,
+            offcpu_start_ns: off,
+            wake_ns: wake,
+            kstack: 0,
+            ustack: 7,
+            preempted: false,
+            syscall,
+            arg1: 0,
+            fd: -1,
+            fd_kind: FdKind::None,
+            family: 0,
+            socket: None,
+            waker_tid: 9,
+            waker_pid: 1,
+        }
+    }
+
+    #[test]
+    fn a_cycle_becomes_three_slices() {
+        let mut t = Timelines::default();
+        t.observe(&ev(1, 2, 50, SchedEvent::Stack(SchedStack { id: 7, kernel: false, frames: vec![1, 2] })));
+        t.observe(&ev(1, 2, 400, SchedEvent::Slice(sl(100, 200, 350, 202))));
+        let th = t.threads(1, None, 0, 1000);
+        assert_eq!(th.len(), 1);
+        let s = &th[0].slices;
+        assert_eq!(s.len(), 3);
+        assert_eq!((s[0].state, s[0].start_ns, s[0].end_ns), (State::OnCpu, 100, 200));
+        assert_eq!((s[1].state, s[1].start_ns, s[1].end_ns), (State::Off(OffCpuReason::Lock), 200, 350));
+        assert_eq!(s[1].ustack.as_deref(), Some(&[1u64, 2][..]));
+        assert_eq!(s[1].waker_tid, 9);
+        assert_eq!((s[2].state, s[2].start_ns, s[2].end_ns), (State::Off(OffCpuReason::Runqueue), 350, 400));
+        // Clipped to the window; other threads filtered out.
+        let th = t.threads(1, Some(&[2]), 250, 380);
+        assert_eq!(th[0].slices.first().map(|s| s.start_ns), Some(250));
+        assert_eq!(th[0].slices.last().map(|s| s.end_ns), Some(380));
+        assert!(t.threads(1, Some(&[3]), 0, 1000).is_empty());
+        assert_eq!(t.stats().stack_unknown, 0);
+    }
+
+    #[test]
+    fn targets_sockets_and_files() {
+        let mut t = Timelines::default();
+        let mut s = sl(0, 200, 300, 45);
+        s.fd_kind = FdKind::Socket;
+        s.family = 2;
+        s.socket = Some(SockTarget {
+            sock_id: 1,
+            proto: L4Proto::Tcp,
+            src: "127.0.0.1:5000".parse().unwrap(),
+            dst: "127.0.0.1:6000".parse().unwrap(),
+        });
+        t.observe(&ev(1, 2, 300, SchedEvent::Slice(s)));
+        t.observe(&ev(1, 3, 200, SchedEvent::File(SchedFile { offcpu_start_ns: 200, path: "/data/x".into() })));
+        let mut f = sl(0, 200, 300, 74);
+        f.fd_kind = FdKind::File;
+        t.observe(&ev(1, 3, 300, SchedEvent::Slice(f)));
+        let th = t.threads(1, None, 0, 1000);
+        let net = &th[0].slices[0];
+        assert_eq!(net.state, State::Off(OffCpuReason::Net));
+        assert_eq!(net.target.as_ref().unwrap().to_string(), "tcp 127.0.0.1:5000 -> 127.0.0.1:6000");
+        let file = &th[1].slices[0];
+        assert_eq!(file.state, State::Off(OffCpuReason::File));
+        assert_eq!(file.target.as_ref().unwrap().to_string(), "/data/x");
+        // Stack 7 never arrived: counted.
+        assert_eq!(t.stats().stack_unknown, 2);
+    }
+
+    #[test]
+    fn bounded_and_retained() {
+        let cfg = TimelineConfig { max_slices: 10, max_samples: 5, retention_ns: 1000, ..Default::default() };
+        let mut t = Timelines::new(cfg);
+        for i in 0..20u64 {
+            t.observe(&ev(1 + (i % 2) as u32, 5, i * 10 + 5, SchedEvent::Slice(sl(i * 10, i * 10 + 1, 0, 35))));
+            t.observe(&ev(1, 5, i * 10, SchedEvent::Sample(SchedSample { kstack: 0, ustack: 0 })));
+        }
+        let st = t.stats();
+        assert!(st.slices <= 10 && st.samples <= 5, "{st:?}");
+        assert!(st.evicted > 0);
+        t.tick(5000);
+        assert_eq!(t.stats().slices, 0);
+        assert_eq!(t.stats().samples, 0);
+        assert!(t.since(1).is_none());
+    }
+}

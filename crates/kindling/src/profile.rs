@@ -1,0 +1,158 @@
+//! `kindling profile`: a flame graph of one process — on-CPU samples,
+//! off-CPU time by reason, or both — in folded, pprof or speedscope format.
+//!
+//! Loads only the sched module, follows the process's threads for the
+//! duration, then symbolizes while the process still runs.
+
+use anyhow::{bail, Context};
+use clap::Args;
+use crossbeam_channel::{bounded, RecvTimeoutError};
+use kindling_events::model::Event;
+use kindling_events::wire::Decoder;
+use kindling_probe::{Features, ProbeConfig, SchedConfig};
+use kindling_profile::{Format, Profile, ProfileType, RawProfile, Symbolizer, Timelines};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Args, Debug)]
+pub struct ProfileArgs {
+    /// The process to profile (all its threads).
+    #[arg(long, value_name = "PID")]
+    pub pid: u32,
+    /// How long to profile (e.g. 500ms, 10s, 2m).
+    #[arg(long, value_name = "DUR", default_value = "10s", value_parser = crate::cli::parse_duration)]
+    pub duration: Duration,
+    /// oncpu: where CPU time goes (samples); offcpu: where threads wait, by
+    /// reason (net, file, lock, epoll, sleep, runqueue, other); both.
+    #[arg(long = "type", value_name = "TYPE", default_value = "oncpu", value_parser = ["oncpu", "offcpu", "both"])]
+    pub kind: String,
+    /// folded (flamegraph.pl), pprof (gzipped protobuf for `go tool pprof`), speedscope (JSON).
+    #[arg(long, value_name = "FORMAT", default_value = "folded", value_parser = ["folded", "pprof", "speedscope"])]
+    pub format: String,
+    /// Write the flame graph to FILE instead of stdout.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// On-CPU samples per second per CPU.
+    #[arg(long, value_name = "HZ", default_value_t = kindling_profile::DEFAULT_SAMPLE_HZ,
+          value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub frequency: u32,
+}
+
+/// Events between the reader thread and the profile (overflow counted).
+const QUEUE_LEN: usize = 64 * 1024;
+
+pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
+    let kind = ProfileType::from_name(&args.kind).context("bad --type")?;
+    let format = Format::from_name(&args.format).context("bad --format")?;
+    if !std::path::Path::new(&format!("/proc/{}", args.pid)).exists() {
+        bail!("no process {}", args.pid);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+    }
+    let cfg = ProbeConfig {
+        features: Features {
+            sockets: false,
+            tcp: false,
+            sched: Some(SchedConfig { pids: vec![args.pid], sample_hz: args.frequency, ..SchedConfig::default() }),
+        },
+        ..ProbeConfig::default()
+    };
+    let (tx, rx) = bounded::<Event>(QUEUE_LEN);
+    let decoder = Decoder::new(kindling_probe::realtime_offset_ns());
+    let (queue_full, decode_error) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (qf, de) = (queue_full.clone(), decode_error.clone());
+    let probe = kindling_probe::start(cfg, move |raw| match decoder.decode(raw) {
+        Ok(ev) => {
+            if tx.try_send(ev).is_err() {
+                qf.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Err(_) => {
+            de.fetch_add(1, Ordering::Relaxed);
+        }
+    })?;
+    let control = probe.sched_control().context("the sched module did not load")?;
+    let t0 = crate::source::now_ns();
+    let started = Instant::now();
+    eprintln!("kindling: profiling pid {} for {:?} ({} programs attached)", args.pid, args.duration, probe.programs().len());
+
+    let mut tl = Timelines::default();
+    let observe = |tl: &mut Timelines, ev: Event| {
+        tl.observe(&ev);
+        if tl.take_stack_reset() {
+            let _ = control.new_stack_generation();
+        }
+    };
+    while !stop.load(Ordering::Relaxed) {
+        let Some(left) = args.duration.checked_sub(started.elapsed()) else { break };
+        match rx.recv_timeout(left.min(Duration::from_millis(100))) {
+            Ok(ev) => observe(&mut tl, ev),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if !std::path::Path::new(&format!("/proc/{}", args.pid)).exists() {
+            eprintln!("kindling: process {} exited", args.pid);
+            break;
+        }
+    }
+    let t1 = crate::source::now_ns();
+    let drops = probe.kernel_drop_counters();
+    probe.stop()?;
+    for ev in rx.try_iter() {
+        observe(&mut tl, ev);
+    }
+
+    let raw = RawProfile::collect(&tl, args.pid, t0, t1, kind, kindling_profile::sample_period_ns(args.frequency));
+    let mut sym = Symbolizer::new();
+    let profile = Profile::symbolize(&raw, &mut sym);
+    let bytes = format.render(&profile);
+    match &args.output {
+        Some(path) => std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?,
+        None => {
+            let mut out = std::io::stdout().lock();
+            match out.write_all(&bytes).and_then(|_| out.flush()) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                r => r.context("writing the flame graph")?,
+            }
+        }
+    }
+    summary(&raw, &tl, &drops.get(), queue_full.load(Ordering::Relaxed), decode_error.load(Ordering::Relaxed));
+    Ok(())
+}
+
+/// One line on stderr: what was seen, where off-CPU time went, what was lost.
+fn summary(raw: &RawProfile, tl: &Timelines, kernel: &[(&str, u64)], queue_full: u64, decode_error: u64) {
+    let secs = raw.end_ns.saturating_sub(raw.start_ns) as f64 / 1e9;
+    let mut off: Vec<(&str, u64)> = raw.offcpu_ns.iter().map(|(k, v)| (*k, *v)).collect();
+    off.sort_by(|a, b| b.1.cmp(&a.1));
+    let off: Vec<String> = off.iter().map(|(k, v)| format!("{k}={:.3}s", *v as f64 / 1e9)).collect();
+    let st = tl.stats();
+    let mut drops: Vec<String> = kernel
+        .iter()
+        .filter(|(r, n)| *n > 0 && !r.is_empty())
+        .map(|(r, n)| format!("{r}={n}"))
+        .collect();
+    for (r, n) in [
+        ("queue_full", queue_full),
+        ("decode_error", decode_error),
+        ("profile_evicted", st.evicted),
+        ("stack_unknown", st.stack_unknown),
+    ] {
+        if n > 0 {
+            drops.push(format!("{r}={n}"));
+        }
+    }
+    eprintln!(
+        "kindling: {:.1}s of pid {}: {} on-CPU samples, off-CPU {}; {}",
+        secs,
+        raw.pid,
+        raw.samples,
+        if off.is_empty() { "none".to_string() } else { off.join(" ") },
+        if drops.is_empty() { "nothing dropped".to_string() } else { format!("dropped: {}", drops.join(" ")) }
+    );
+}
