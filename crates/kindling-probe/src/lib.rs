@@ -30,6 +30,7 @@ mod bench_skel {
 }
 
 pub mod adopt;
+pub mod inspect;
 mod layout;
 mod loader;
 pub mod sched;

@@ -76,6 +76,10 @@ pub struct ProgramInfo {
     /// The hook, e.g. `tracepoint/syscalls/sys_enter_read`.
     pub section: String,
     pub instructions: usize,
+    /// The module (BPF object) it belongs to: `kindling`, `tcp`, `sched`.
+    pub module: String,
+    /// The kernel's id of the loaded program (0 if it could not be read).
+    pub id: u32,
 }
 
 #[derive(Debug, Error)]
@@ -399,6 +403,7 @@ fn setup_all<'a>(
     cfg: &ProbeConfig,
 ) -> Result<Loaded<'a>, ProbeError> {
     let kernel = preflight::check_base()?;
+    crate::inspect::warn_degradations(&cfg.features);
     let sock = match cfg.features.sockets {
         true => Some(crate::sockets::setup(s_sock, cfg, &kernel)?),
         false => None,
@@ -443,11 +448,16 @@ pub(crate) fn open_err(e: libbpf_rs::Error) -> ProbeError {
 pub(crate) fn attach_all(obj: &libbpf_rs::Object) -> Result<Attached, ProbeError> {
     let mut links = Vec::new();
     let mut programs = Vec::new();
+    let object = obj.name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let module = object.strip_suffix("_bpf").unwrap_or(&object).to_string();
     for prog in obj.progs_mut() {
+        use std::os::fd::AsFd;
         let info = ProgramInfo {
             name: prog.name().to_string_lossy().into_owned(),
             section: prog.section().to_string_lossy().into_owned(),
             instructions: prog.insn_cnt(),
+            module: module.clone(),
+            id: libbpf_rs::Program::id_from_fd(prog.as_fd()).unwrap_or(0),
         };
         let link = prog.attach().map_err(|e| ProbeError::Attach {
             program: info.name.clone(),

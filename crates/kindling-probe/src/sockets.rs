@@ -33,7 +33,8 @@ pub(crate) fn setup<'obj>(
         // The hash map is the fallback; keep it minimal when unused.
         open.maps.inflight.set_max_entries(1).map_err(|e| maps_err("inflight map", e))?;
     } else {
-        tracing::info!("task-local storage unavailable to tracepoints: in-flight syscalls kept in a hash map");
+        // The start-up notice for this fallback comes from inspect.rs.
+        tracing::debug!("task-local storage unavailable to tracepoints: in-flight syscalls kept in a hash map");
         open.maps.inflight_ts.set_autocreate(false).map_err(|e| maps_err("inflight_ts map", e))?;
     }
     open.maps
@@ -60,7 +61,7 @@ pub(crate) fn setup<'obj>(
 }
 
 /// Can tracepoint programs use task-local storage (5.19+ in practice)?
-fn task_storage_supported() -> bool {
+pub(crate) fn task_storage_supported() -> bool {
     let helper = libbpf_rs::ProgramType::Tracepoint
         .is_helper_supported(libbpf_rs::libbpf_sys::BPF_FUNC_task_storage_get)
         .unwrap_or(false);

@@ -41,6 +41,12 @@ pub enum Command {
     /// Feed a capture file through the analysis pipeline and print its request
     /// records (deterministic); with --events, print its events as `capture` did.
     Replay(ReplayArgs),
+    /// Check that Kindling works on this host: load and attach every BPF
+    /// program, drive loopback traffic, processes and CPU load in a child
+    /// process, and check each kind of event arrives with sane values. One
+    /// line per kernel feature, program and check; exits 1 on any failure,
+    /// quoting the verifier when the kernel rejects a program.
+    Selftest(SelftestArgs),
 }
 
 #[derive(Args, Debug)]
@@ -119,6 +125,19 @@ pub struct ReplayArgs {
     /// With --events: also print payload heads, escaped.
     #[arg(long)]
     pub payload: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct SelftestArgs {
+    /// Print the whole verifier log when a program is rejected (default: its last 40 lines).
+    #[arg(long, short)]
+    pub verbose: bool,
+    /// Internal: be the workload the selftest observes.
+    #[arg(long, hide = true)]
+    pub workload: bool,
+    /// Internal: exit at once with this status (the workload's child).
+    #[arg(long, hide = true, value_name = "CODE")]
+    pub exit_with: Option<i32>,
 }
 
 /// `500ms`, `5s`, `2m`, `1h`, `250us`, `10ns`; a bare number is seconds.

@@ -9,6 +9,7 @@ mod output;
 mod replay;
 mod requests;
 mod run;
+mod selftest;
 mod source;
 
 use clap::Parser;
@@ -24,6 +25,7 @@ fn main() {
         Command::Capture(a) => capture::run(a),
         Command::Requests(a) => requests::run(a),
         Command::Replay(a) => replay::run(a),
+        Command::Selftest(a) => selftest::run(a),
     };
     if let Err(e) = result {
         // One line: the chain of causes joined, the way a user reads it.

@@ -443,10 +443,14 @@ static __always_inline __u32 copy_iov(__u8 *payload, const struct iovec *iov, __
 	struct iov_walk w = { .iov = iov, .iovcnt = iovcnt, .total = total, .off = 0 };
 	/* bpf_loop (5.17+) verifies the body once, so many iovecs cost nothing at
 	 * load time; gRPC writes one iovec per header field (25 for a first call).
-	 * Older kernels walk the first few with a bounded loop. */
+	 * Older kernels walk the first few, unrolled: the verifier's CFG check
+	 * (which sees this branch even where it is dead) rejects a loop whose
+	 * back edge is a helper call's fall-through on kernels before 6.3
+	 * ("back-edge from insn", seen on 6.1 for sendmmsg). */
 	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_loop)) {
 		bpf_loop(KD_MAX_IOV, iov_loop_cb, &w, 0);
 	} else {
+#pragma unroll
 		for (int i = 0; i < KD_MAX_IOV_UNROLLED; i++) {
 			if (iov_step(i, &w, payload))
 				break;
@@ -911,5 +915,16 @@ int BPF_PROG(kd_rename, struct task_struct *task, const char *comm)
 	bpf_ringbuf_submit(e, wakeup_flag());
 	return 0;
 }
+
+#ifdef KD_BROKEN_PROGRAM
+/* Test-only (cargo feature `broken-program`): a program every verifier
+ * rejects, so the kernel matrix is shown to fail, quoting the verifier. */
+SEC("tracepoint/syscalls/sys_enter_getpid")
+int kd_broken(void *ctx)
+{
+	/* A load through a number that is not a pointer. */
+	return *(volatile int *)(long)bpf_get_prandom_u32();
+}
+#endif
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
