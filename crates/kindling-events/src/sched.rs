@@ -19,6 +19,7 @@ pub mod kind {
     pub const SAMPLE: u32 = 41;
     pub const STACK: u32 = 42;
     pub const FILE: u32 = 43;
+    pub const USTACK_TOP: u32 = 44;
 }
 
 /// `struct kd_sched_slice` field offsets.
@@ -76,12 +77,40 @@ pub mod file {
     pub const SIZE: usize = PARTS + MAX_PARTS * PART_LEN;
 }
 
+/// `struct kd_sched_ustack_top` field offsets.
+pub mod top {
+    pub const OFFCPU_START: usize = 40;
+    pub const IP: usize = 48;
+    pub const SP: usize = 56;
+    pub const BP: usize = 64;
+    pub const LEN: usize = 72;
+    pub const DATA: usize = 80;
+    pub const MAX: usize = 512;
+    pub const SIZE: usize = DATA + MAX;
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum SchedEvent {
     Slice(SchedSlice),
     Sample(SchedSample),
     Stack(SchedStack),
     File(SchedFile),
+    StackTop(SchedStackTop),
+}
+
+/// The user registers and top of the user stack of a thread that blocked in
+/// a syscall; joins with its slice by `offcpu_start_ns`. Lets user space
+/// unwind the frames the frame-pointer walk misses (code without frame
+/// pointers, such as libc's syscall wrappers) with the binaries' .eh_frame.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SchedStackTop {
+    pub offcpu_start_ns: u64,
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    /// Stack bytes from `sp` up.
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
 }
 
 /// What the fd a thread blocked on was (`enum kd_fd_kind`).
@@ -337,6 +366,7 @@ impl SchedEvent {
             SchedEvent::Sample(_) => "sched_sample",
             SchedEvent::Stack(_) => "sched_stack",
             SchedEvent::File(_) => "sched_file",
+            SchedEvent::StackTop(_) => "sched_stack_top",
         }
     }
 
@@ -384,6 +414,12 @@ impl SchedEvent {
             SchedEvent::File(f) => {
                 j.extra.insert("offcpu_start_ns".into(), v(f.offcpu_start_ns));
                 j.extra.insert("path".into(), f.path.clone().into());
+            }
+            SchedEvent::StackTop(t) => {
+                j.extra.insert("offcpu_start_ns".into(), v(t.offcpu_start_ns));
+                j.extra.insert("ip".into(), hex(t.ip));
+                j.extra.insert("sp".into(), hex(t.sp));
+                j.extra.insert("stack_bytes".into(), v(t.data.len() as u64));
             }
         }
     }
@@ -449,6 +485,17 @@ pub fn decode(buf: &[u8], kind_id: u32, d: &Decoder) -> Result<SchedEvent, Decod
                 path.push('/');
             }
             Ok(SchedEvent::File(SchedFile { offcpu_start_ns: wall(d, u64_at(buf, file::OFFCPU_START)), path }))
+        }
+        kind::USTACK_TOP => {
+            need(buf, top::SIZE)?;
+            let len = (u32_at(buf, top::LEN) as usize).min(top::MAX);
+            Ok(SchedEvent::StackTop(SchedStackTop {
+                offcpu_start_ns: wall(d, u64_at(buf, top::OFFCPU_START)),
+                ip: u64_at(buf, top::IP),
+                sp: u64_at(buf, top::SP),
+                bp: u64_at(buf, top::BP),
+                data: buf[top::DATA..top::DATA + len].to_vec(),
+            }))
         }
         other => Err(DecodeError::UnknownKind(other)),
     }
@@ -526,6 +573,17 @@ pub fn encode(ev: &Event, t: &SchedEvent, mono_ts: u64) -> Option<Vec<u8>> {
             put(&mut b, file::NR_PARTS, &(parts.len() as u32).to_le_bytes());
             put(&mut b, file::TRUNCATED, &(truncated as u32).to_le_bytes());
             (kind::FILE, b)
+        }
+        SchedEvent::StackTop(t) => {
+            let mut b = vec![0u8; top::SIZE];
+            let len = t.data.len().min(top::MAX);
+            put(&mut b, top::OFFCPU_START, &mono(offset, t.offcpu_start_ns).to_le_bytes());
+            put(&mut b, top::IP, &t.ip.to_le_bytes());
+            put(&mut b, top::SP, &t.sp.to_le_bytes());
+            put(&mut b, top::BP, &t.bp.to_le_bytes());
+            put(&mut b, top::LEN, &(len as u32).to_le_bytes());
+            put(&mut b, top::DATA, &t.data[..len]);
+            (kind::USTACK_TOP, b)
         }
     };
     put(&mut b, header::TS_NS, &mono_ts.to_le_bytes());
@@ -624,6 +682,13 @@ mod tests {
             SchedEvent::Stack(SchedStack { id: 9, kernel: true, frames: vec![0xffff_ffff_8100_0000, 2, 3] }),
             SchedEvent::File(SchedFile { offcpu_start_ns: 1_700_000_000_200_000_000, path: "/var/lib/db/x".into() }),
             SchedEvent::File(SchedFile { offcpu_start_ns: 0, path: "…/deep/file".into() }),
+            SchedEvent::StackTop(SchedStackTop {
+                offcpu_start_ns: 1_700_000_000_200_000_000,
+                ip: 0x7f00_0000_1000,
+                sp: 0x7ffc_0000_0000,
+                bp: 0x7ffc_0000_0040,
+                data: (0..=255u8).collect(),
+            }),
         ] {
             let e = ev(body);
             let raw = crate::wire::encode(&e, &d).unwrap();

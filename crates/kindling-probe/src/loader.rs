@@ -117,9 +117,25 @@ pub struct ProbeHandle {
     kernel_drops: Arc<Vec<AtomicU64>>,
     programs: Vec<ProgramInfo>,
     kernel: KernelInfo,
+    /// The sched module's controls, when it is loaded.
+    sched: Option<Arc<crate::sched::SchedControl>>,
 }
 
 impl ProbeHandle {
+    /// Follows exactly these processes in the sched module from now on (an
+    /// error if the module is not loaded).
+    pub fn set_sched_pids(&self, pids: &[u32]) -> Result<(), ProbeError> {
+        match &self.sched {
+            Some(c) => c.set_pids(pids),
+            None => Err(ProbeError::Config("the sched module is not loaded".into())),
+        }
+    }
+
+    /// A shareable handle on the sched module's controls (pids, stack generation).
+    pub fn sched_control(&self) -> Option<Arc<crate::sched::SchedControl>> {
+        self.sched.clone()
+    }
+
     pub fn programs(&self) -> &[ProgramInfo] {
         &self.programs
     }
@@ -260,7 +276,7 @@ fn tracepoints_of<'a>(sections: impl Iterator<Item = &'a str>) -> Vec<String> {
     sections.filter_map(|s| s.strip_prefix("tracepoint/")).map(str::to_string).collect()
 }
 
-type Ready = Result<(Vec<ProgramInfo>, KernelInfo), ProbeError>;
+type Ready = Result<(Vec<ProgramInfo>, KernelInfo, Option<Arc<crate::sched::SchedControl>>), ProbeError>;
 
 /// Loads and attaches Kindling's programs; `on_record` receives every raw
 /// ring-buffer record on the reader thread.
@@ -334,6 +350,13 @@ where
                 Some(e) => Err(e),
                 None => builder.build(),
             };
+            let sched_ctl = match sched.as_ref().map(|m| crate::sched::control(&m.skel)).transpose() {
+                Ok(c) => c.map(Arc::new),
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return Ok(());
+                }
+            };
             let rb = match rb {
                 Ok(rb) => rb,
                 Err(e) => {
@@ -341,7 +364,7 @@ where
                     return Ok(());
                 }
             };
-            let _ = ready_tx.send(Ok((programs, kernel)));
+            let _ = ready_tx.send(Ok((programs, kernel, sched_ctl)));
             let mut last_drop_read = Instant::now();
             let attached = Instant::now();
             let mut adopted_retired = false;
@@ -370,7 +393,7 @@ where
         })
         .map_err(|e| ProbeError::Reader(e.to_string()))?;
 
-    let (programs, kernel) = match ready_rx.recv() {
+    let (programs, kernel, sched) = match ready_rx.recv() {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => {
             let _ = thread.join();
@@ -384,7 +407,7 @@ where
             return Err(ProbeError::Reader(why));
         }
     };
-    Ok(ProbeHandle { stop, thread: Some(thread), kernel_drops: drops, programs, kernel })
+    Ok(ProbeHandle { stop, thread: Some(thread), kernel_drops: drops, programs, kernel, sched })
 }
 
 type Storage = MaybeUninit<libbpf_rs::OpenObject>;
@@ -509,7 +532,7 @@ pub fn start_empty() -> Result<ProbeHandle, ProbeError> {
             })();
             match setup {
                 Ok((links, programs, kernel)) => {
-                    let _ = ready_tx.send(Ok((programs, kernel)));
+                    let _ = ready_tx.send(Ok((programs, kernel, None)));
                     while !stop2.load(Ordering::Relaxed) {
                         thread::sleep(Duration::from_millis(20));
                     }
@@ -522,7 +545,7 @@ pub fn start_empty() -> Result<ProbeHandle, ProbeError> {
             Ok(())
         })
         .map_err(|e| ProbeError::Reader(e.to_string()))?;
-    let (programs, kernel) = ready_rx
+    let (programs, kernel, _) = ready_rx
         .recv()
         .map_err(|_| ProbeError::Reader("bench thread ended early".into()))??;
     Ok(ProbeHandle {
@@ -531,6 +554,7 @@ pub fn start_empty() -> Result<ProbeHandle, ProbeError> {
         kernel_drops: Arc::new(Vec::new()),
         programs,
         kernel,
+        sched: None,
     })
 }
 

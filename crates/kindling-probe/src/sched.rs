@@ -29,11 +29,14 @@ pub struct SchedConfig {
     pub max_threads: u32,
     /// The module's ring buffer, bytes (a power of two).
     pub ringbuf_bytes: u32,
+    /// Send the top of the user stack of threads that block, so user space can
+    /// recover the frames of code without frame pointers (libc wrappers).
+    pub stack_top: bool,
 }
 
 impl Default for SchedConfig {
     fn default() -> Self {
-        SchedConfig { pids: Vec::new(), sample_hz: 99, max_threads: 16_384, ringbuf_bytes: 8 << 20 }
+        SchedConfig { pids: Vec::new(), sample_hz: 99, max_threads: 16_384, ringbuf_bytes: 8 << 20, stack_top: true }
     }
 }
 
@@ -60,6 +63,7 @@ pub(crate) fn setup<'obj>(
     if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
         ro.self_tgid = cfg.self_pid;
         ro.wakeup_bytes = (sc.ringbuf_bytes / 8) as u64;
+        ro.send_stack_top = sc.stack_top;
     }
     let cfg_err = |what: &str, e: libbpf_rs::Error| ProbeError::Config(format!("{what}: {e}"));
     open.maps.events.set_max_entries(sc.ringbuf_bytes).map_err(|e| cfg_err("sched ring buffer", e))?;
@@ -293,7 +297,7 @@ impl SchedControl {
 /// are the C structs' (as libbpf-cargo generated them from BTF).
 mod layout {
     use crate::sched_skel::types;
-    use kindling_events::sched::{file, sample, slice, stack};
+    use kindling_events::sched::{file, sample, slice, stack, top};
     use std::mem::{offset_of, size_of};
 
     macro_rules! same {
@@ -338,6 +342,14 @@ mod layout {
     same!(kd_sched_file.nr_parts == file::NR_PARTS);
     same!(kd_sched_file.truncated == file::TRUNCATED);
     same!(kd_sched_file.parts == file::PARTS);
+
+    const _: () = assert!(size_of::<types::kd_sched_ustack_top>() == top::SIZE);
+    same!(kd_sched_ustack_top.offcpu_start == top::OFFCPU_START);
+    same!(kd_sched_ustack_top.ip == top::IP);
+    same!(kd_sched_ustack_top.sp == top::SP);
+    same!(kd_sched_ustack_top.bp == top::BP);
+    same!(kd_sched_ustack_top.len == top::LEN);
+    same!(kd_sched_ustack_top.data == top::DATA);
 }
 
 #[cfg(test)]

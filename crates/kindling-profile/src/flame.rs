@@ -206,13 +206,13 @@ impl Profile {
 
 /// Leaf first; return addresses (all but the leaf) point after their call:
 /// one byte back lands inside the calling instruction's function.
-fn call_sites(frames: &[u64]) -> impl Iterator<Item = u64> + '_ {
+pub(crate) fn call_sites(frames: &[u64]) -> impl Iterator<Item = u64> + '_ {
     frames.iter().enumerate().map(|(i, a)| if i == 0 { *a } else { a.saturating_sub(1) })
 }
 
 /// Drops the leaf-side frames that belong to the tracepoint and BPF call path
 /// (they are how the stack was taken, not what the thread did).
-fn trim_probe_frames(leaf_first: &mut Vec<Arc<str>>) {
+pub(crate) fn trim_probe_frames(leaf_first: &mut Vec<Arc<str>>) {
     let probe = |n: &str| {
         let n = n.strip_suffix(KERNEL_SUFFIX).unwrap_or(n);
         n.starts_with("bpf_")

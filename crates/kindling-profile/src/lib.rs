@@ -7,15 +7,19 @@
 //! - [`stacks`]: the kernel's deduplicated stacks, interned;
 //! - [`interest`]: which processes are followed, and until when;
 //! - [`flame`]: samples and slices -> aggregated, symbolized stacks;
+//! - [`unwind`]: recovering frames of code without frame pointers (.eh_frame);
 //! - [`symbolize`]: ELF/DWARF, Go, JIT perf maps (Java), kernel symbols (blazesym);
-//! - [`format`]: folded stacks, pprof, speedscope.
+//! - [`format`]: folded stacks, pprof, speedscope;
+//! - [`export`]: a process's timeline as JSON (threads, slices, stacks).
 
+pub mod export;
 pub mod flame;
 pub mod format;
 pub mod interest;
 pub mod stacks;
 pub mod symbolize;
 pub mod timeline;
+pub mod unwind;
 
 pub use flame::{Profile, ProfileType, RawProfile};
 pub use format::Format;

@@ -57,6 +57,13 @@ impl Symbolizer {
         addrs.iter().map(|a| self.user.get(&(pid, *a)).cloned().unwrap_or_else(|| UNKNOWN.into())).collect()
     }
 
+    /// Resolves a user stack's names now, while the process still runs (they
+    /// are cached for later): call as stacks arrive for short-lived processes.
+    pub fn prefetch_user(&mut self, pid: u32, leaf_first: &[u64]) {
+        let addrs: Vec<u64> = crate::flame::call_sites(leaf_first).collect();
+        self.user(pid, &addrs);
+    }
+
     /// Names for kernel addresses, in order, with the `_[k]` suffix.
     pub fn kernel(&mut self, addrs: &[u64]) -> Vec<Arc<str>> {
         let mut missing: Vec<u64> = addrs.iter().copied().filter(|a| !self.kernel.contains_key(a)).collect();

@@ -9,7 +9,8 @@
 
 use crate::stacks::{Frames, StackTable};
 use kindling_events::model::{Event, EventBody, L4Proto};
-use kindling_events::sched::{OffCpuReason, SchedEvent, SchedSlice};
+use kindling_events::sched::{OffCpuReason, SchedEvent, SchedSlice, SchedStackTop};
+use crate::unwind::{StackTop, Unwinder};
 use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
@@ -169,6 +170,13 @@ pub struct Timelines {
     procs: HashMap<u32, Process>,
     stacks: StackTable,
     pending_files: HashMap<u32, (u64, Arc<str>)>,
+    /// Stack tops of blocked threads, waiting for their slices (by tid).
+    pending_tops: HashMap<u32, SchedStackTop>,
+    unwinder: Option<Unwinder>,
+    /// User stacks the unwinder extended, interned by content.
+    repaired: HashMap<Vec<u64>, Frames>,
+    /// User stacks first seen since `take_new_user_stacks` (by pid).
+    fresh: Vec<(u32, Frames)>,
     slices: usize,
     samples: usize,
     evicted: u64,
@@ -189,6 +197,10 @@ impl Timelines {
             cfg,
             procs: HashMap::new(),
             pending_files: HashMap::new(),
+            pending_tops: HashMap::new(),
+            unwinder: None,
+            repaired: HashMap::new(),
+            fresh: Vec::new(),
             slices: 0,
             samples: 0,
             evicted: 0,
@@ -197,12 +209,25 @@ impl Timelines {
         }
     }
 
+    /// Recovers the user frames of code without frame pointers from the
+    /// stack tops the kernel sends (reads /proc and the binaries: live only).
+    pub fn enable_unwinding(&mut self) {
+        self.unwinder = Some(Unwinder::new());
+    }
+
     /// Feeds one event (anything but sched events is ignored).
     pub fn observe(&mut self, ev: &Event) {
         let EventBody::Sched(s) = &ev.body else { return };
         self.now_ns = self.now_ns.max(ev.ts_ns);
         match s {
-            SchedEvent::Stack(st) => self.stacks.insert(st.id, &st.frames),
+            SchedEvent::Stack(st) => {
+                self.stacks.insert(st.id, &st.frames);
+                if !st.kernel {
+                    if let Some(f) = self.stacks.get(st.id) {
+                        self.note_fresh(ev.pid, f);
+                    }
+                }
+            }
             SchedEvent::File(f) => {
                 if self.pending_files.len() >= PENDING_FILES_MAX {
                     self.pending_files.clear();
@@ -220,6 +245,14 @@ impl Timelines {
                     p.samples.push_back(sample);
                     self.samples += 1;
                     self.bound();
+                }
+            }
+            SchedEvent::StackTop(t) => {
+                if self.unwinder.is_some() {
+                    if self.pending_tops.len() >= PENDING_FILES_MAX {
+                        self.pending_tops.clear();
+                    }
+                    self.pending_tops.insert(ev.tid, t.clone());
                 }
             }
             SchedEvent::Slice(sl) => self.slice(ev, sl),
@@ -242,7 +275,14 @@ impl Timelines {
     fn slice(&mut self, ev: &Event, s: &SchedSlice) {
         let end = ev.ts_ns;
         let kstack = self.stacks.get(s.kstack);
-        let ustack = self.stacks.get(s.ustack);
+        let mut ustack = self.stacks.get(s.ustack);
+        if let (Some(top), Some(fp)) = (self.pending_tops.remove(&ev.tid), &ustack) {
+            if top.offcpu_start_ns == s.offcpu_start_ns {
+                if let Some(full) = self.repair(ev.pid, fp, &top) {
+                    ustack = Some(full);
+                }
+            }
+        }
         let file = match self.pending_files.remove(&ev.tid) {
             Some((start, path)) if start == s.offcpu_start_ns => Some(path),
             _ => None,
@@ -300,6 +340,35 @@ impl Timelines {
             self.slices += n;
             self.bound();
         }
+    }
+
+    fn repair(&mut self, pid: u32, fp: &Frames, top: &SchedStackTop) -> Option<Frames> {
+        let unwinder = self.unwinder.as_mut()?;
+        let st = StackTop { ip: top.ip, sp: top.sp, bp: top.bp, data: &top.data };
+        let full = unwinder.repair(pid, fp, &st)?;
+        if let Some(f) = self.repaired.get(&full) {
+            return Some(f.clone());
+        }
+        if self.repaired.len() >= self.cfg.max_stacks {
+            self.repaired.clear();
+        }
+        let f: Frames = full.as_slice().into();
+        self.repaired.insert(full, f.clone());
+        self.note_fresh(pid, f.clone());
+        Some(f)
+    }
+
+    fn note_fresh(&mut self, pid: u32, f: Frames) {
+        // Live only (with unwinding), and a bounded backlog if nobody takes them.
+        if self.unwinder.is_some() && self.fresh.len() < 4096 {
+            self.fresh.push((pid, f));
+        }
+    }
+
+    /// User stacks (with their pid) seen for the first time since the last
+    /// call: a live caller names them while their process still runs.
+    pub fn take_new_user_stacks(&mut self) -> Vec<(u32, Frames)> {
+        std::mem::take(&mut self.fresh)
     }
 
     /// Evicts the oldest data beyond the size bounds.

@@ -41,6 +41,10 @@ pub enum Command {
     /// Feed a capture file through the analysis pipeline and print its request
     /// records (deterministic); with --events, print its events as `capture` did.
     Replay(ReplayArgs),
+    /// A flame graph of one process: on-CPU samples, off-CPU time by reason
+    /// (net, file, lock, epoll, sleep, runqueue, other), or both; as folded
+    /// stacks, pprof or speedscope JSON.
+    Profile(crate::profile::ProfileArgs),
     /// Check that Kindling works on this host: load and attach every BPF
     /// program, drive loopback traffic, processes and CPU load in a child
     /// process, and check each kind of event arrives with sane values. One

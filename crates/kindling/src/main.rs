@@ -6,6 +6,7 @@ mod capture;
 mod cli;
 mod config;
 mod output;
+mod profile;
 mod replay;
 mod requests;
 mod run;
@@ -25,6 +26,7 @@ fn main() {
         Command::Capture(a) => capture::run(a),
         Command::Requests(a) => requests::run(a),
         Command::Replay(a) => replay::run(a),
+        Command::Profile(a) => profile::run(a),
         Command::Selftest(a) => selftest::run(a),
     };
     if let Err(e) = result {

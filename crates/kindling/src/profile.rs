@@ -29,8 +29,10 @@ pub struct ProfileArgs {
     /// reason (net, file, lock, epoll, sleep, runqueue, other); both.
     #[arg(long = "type", value_name = "TYPE", default_value = "oncpu", value_parser = ["oncpu", "offcpu", "both"])]
     pub kind: String,
-    /// folded (flamegraph.pl), pprof (gzipped protobuf for `go tool pprof`), speedscope (JSON).
-    #[arg(long, value_name = "FORMAT", default_value = "folded", value_parser = ["folded", "pprof", "speedscope"])]
+    /// folded (flamegraph.pl), pprof (gzipped protobuf for `go tool pprof`), speedscope (JSON);
+    /// or timeline: every thread's on/off-CPU slices with reasons, targets and stacks (JSON).
+    #[arg(long, value_name = "FORMAT", default_value = "folded",
+          value_parser = ["folded", "pprof", "speedscope", "timeline"])]
     pub format: String,
     /// Write the flame graph to FILE instead of stdout.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
@@ -46,7 +48,7 @@ const QUEUE_LEN: usize = 64 * 1024;
 
 pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
     let kind = ProfileType::from_name(&args.kind).context("bad --type")?;
-    let format = Format::from_name(&args.format).context("bad --format")?;
+    let format = Format::from_name(&args.format);
     if !std::path::Path::new(&format!("/proc/{}", args.pid)).exists() {
         bail!("no process {}", args.pid);
     }
@@ -82,8 +84,14 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
     eprintln!("kindling: profiling pid {} for {:?} ({} programs attached)", args.pid, args.duration, probe.programs().len());
 
     let mut tl = Timelines::default();
-    let observe = |tl: &mut Timelines, ev: Event| {
+    tl.enable_unwinding();
+    let mut sym = Symbolizer::new();
+    // User stacks are named as they arrive: the process may be gone at the end.
+    let observe = |tl: &mut Timelines, sym: &mut Symbolizer, ev: Event| {
         tl.observe(&ev);
+        for (pid, frames) in tl.take_new_user_stacks() {
+            sym.prefetch_user(pid, &frames);
+        }
         if tl.take_stack_reset() {
             let _ = control.new_stack_generation();
         }
@@ -91,7 +99,7 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
     while !stop.load(Ordering::Relaxed) {
         let Some(left) = args.duration.checked_sub(started.elapsed()) else { break };
         match rx.recv_timeout(left.min(Duration::from_millis(100))) {
-            Ok(ev) => observe(&mut tl, ev),
+            Ok(ev) => observe(&mut tl, &mut sym, ev),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
@@ -104,13 +112,19 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
     let drops = probe.kernel_drop_counters();
     probe.stop()?;
     for ev in rx.try_iter() {
-        observe(&mut tl, ev);
+        observe(&mut tl, &mut sym, ev);
     }
 
     let raw = RawProfile::collect(&tl, args.pid, t0, t1, kind, kindling_profile::sample_period_ns(args.frequency));
-    let mut sym = Symbolizer::new();
-    let profile = Profile::symbolize(&raw, &mut sym);
-    let bytes = format.render(&profile);
+    let bytes = match format {
+        Some(f) => f.render(&Profile::symbolize(&raw, &mut sym)),
+        None => {
+            let doc = kindling_profile::export::timeline(&tl, args.pid, t0, t1, &mut sym);
+            let mut v = serde_json::to_vec(&doc).context("encoding the timeline")?;
+            v.push(b'\n');
+            v
+        }
+    };
     match &args.output {
         Some(path) => std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?,
         None => {

@@ -48,6 +48,7 @@ enum kd_event_kind {
 	KD_EV_SCHED_SAMPLE = 41, /* an on-CPU sample of a thread of interest: kd_sched_sample */
 	KD_EV_SCHED_STACK = 42,  /* a stack seen for the first time (this generation): kd_sched_stack */
 	KD_EV_SCHED_FILE = 43,   /* the file a thread blocked on: kd_sched_file */
+	KD_EV_SCHED_USTACK_TOP = 44, /* registers and top of the user stack of a blocked thread: kd_sched_ustack_top */
 };
 
 /* Which syscall a kd_sock_event came from. */
@@ -233,6 +234,24 @@ struct kd_sched_file {
 	__u32 nr_parts;       /* path components, leaf first */
 	__u32 truncated;      /* 1: more components above the ones sent */
 	char parts[KD_SCHED_PATH_PARTS * KD_SCHED_PATH_PART_LEN]; /* NUL-terminated, KD_SCHED_PATH_PART_LEN apart */
+};
+
+/* The user registers and the top of the user stack of a thread that blocked
+ * in a syscall, sent just before its switch-out is recorded: the frame-pointer
+ * walk misses the frames of code built without frame pointers (libc's syscall
+ * wrappers, pthread_mutex_lock...) and the first caller above them; user space
+ * recovers them with the binaries' unwind tables (.eh_frame). */
+#define KD_SCHED_USTACK_TOP 512
+
+struct kd_sched_ustack_top {
+	struct kd_header hdr; /* ts_ns: when it blocked */
+	__u64 offcpu_start;   /* joins with kd_sched_slice.offcpu_start */
+	__u64 ip;
+	__u64 sp;
+	__u64 bp;
+	__u32 len;            /* bytes of stack copied from sp */
+	__u32 _pad;
+	__u8 data[KD_SCHED_USTACK_TOP];
 };
 
 #endif /* __KINDLING_H */

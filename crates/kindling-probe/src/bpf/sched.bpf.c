@@ -104,11 +104,22 @@ struct {
 	__type(value, struct kd_sched_file);
 } file_scratch SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kd_sched_ustack_top);
+} top_scratch SEC(".maps");
+
+/* Send the top of the user stack of blocked threads (off: frame pointers only). */
+const volatile bool send_stack_top = true;
+
 /* BTF for the wire structs (libbpf-cargo generates Rust types from it). */
 struct kd_sched_slice _kd_sched_slice = {};
 struct kd_sched_sample _kd_sched_sample = {};
 struct kd_sched_stack _kd_sched_stack = {};
 struct kd_sched_file _kd_sched_file = {};
+struct kd_sched_ustack_top _kd_sched_ustack_top = {};
 
 static __always_inline void count_drop(__u32 reason)
 {
@@ -292,6 +303,32 @@ static __always_inline void classify_fd(struct task_struct *t, int fd, struct kd
 	}
 }
 
+/* Registers and top of the user stack of the current (blocked) task. */
+static __always_inline void emit_stack_top(struct pt_regs *regs, struct kd_sched_slice *st, __u64 now)
+{
+	__u32 zero = 0;
+	struct kd_sched_ustack_top *e = bpf_map_lookup_elem(&top_scratch, &zero);
+	if (!e)
+		return;
+	fill_header(&e->hdr, KD_EV_SCHED_USTACK_TOP, now);
+	e->offcpu_start = st->offcpu_start;
+	e->ip = BPF_CORE_READ(regs, ip);
+	e->sp = BPF_CORE_READ(regs, sp);
+	e->bp = BPF_CORE_READ(regs, bp);
+	e->_pad = 0;
+	e->len = KD_SCHED_USTACK_TOP;
+	if (bpf_probe_read_user(e->data, KD_SCHED_USTACK_TOP, (void *)e->sp)) {
+		/* Near the top of the stack mapping: take what fits in its page. */
+		__u64 room = 4096 - (e->sp & 4095);
+		room &= KD_SCHED_USTACK_TOP - 1;
+		if (!room || bpf_probe_read_user(e->data, room, (void *)e->sp))
+			return;
+		e->len = room;
+	}
+	if (bpf_ringbuf_output(&events, e, sizeof(*e), wakeup_flag()))
+		count_drop(KD_DROP_SCHED_RINGBUF_FULL);
+}
+
 static __always_inline void switch_out(void *ctx, struct task_struct *prev, bool runnable, __u64 now,
 				       __u32 gen)
 {
@@ -332,6 +369,10 @@ static __always_inline void switch_out(void *ctx, struct task_struct *prev, bool
 	st->ustack = stack_id(ctx, true, 0, gen);
 	if (runnable)
 		return;
+	/* bpf_task_pt_regs is 5.15+: older kernels get slices without the syscall
+	 * the thread blocked in (the call is then dead code, never verified). */
+	if (!bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_task_pt_regs))
+		return;
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(prev);
 	if (!regs)
 		return;
@@ -340,6 +381,8 @@ static __always_inline void switch_out(void *ctx, struct task_struct *prev, bool
 		return;
 	st->syscall = nr;
 	st->flags |= KD_SLICE_IN_SYSCALL;
+	if (send_stack_top && st->ustack)
+		emit_stack_top(regs, st, now);
 	st->arg1 = BPF_CORE_READ(regs, si);
 	if (fd_syscall(nr)) {
 		st->fd = (int)BPF_CORE_READ(regs, di);
@@ -387,13 +430,32 @@ static __always_inline void switch_in(struct task_struct *next, __u64 now)
 	st->offcpu_start = 0;
 }
 
+/* sched_switch has its prev_state argument since 5.18 (reading it earlier is
+ * rejected: "invalid bpf_context access"); before, the state is the task's
+ * own field, named `state` before 5.14. The version is a load-time constant,
+ * so the verifier never sees the other branch. */
+extern __u32 LINUX_KERNEL_VERSION __kconfig;
+
+struct task_struct___pre514 {
+	long state;
+} __attribute__((preserve_access_index));
+
+static __always_inline unsigned int prev_state_of(unsigned long long *ctx, struct task_struct *prev)
+{
+	if (LINUX_KERNEL_VERSION >= KERNEL_VERSION(5, 18, 0))
+		return (unsigned int)ctx[3];
+	if (bpf_core_field_exists(prev->__state))
+		return BPF_CORE_READ(prev, __state);
+	return BPF_CORE_READ((struct task_struct___pre514 *)prev, state);
+}
+
 SEC("tp_btf/sched_switch")
-int BPF_PROG(kd_sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next,
-	     unsigned int prev_state)
+int BPF_PROG(kd_sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
 {
 	struct sched_ctl *c = get_ctl();
 	if (!c || !c->npids)
 		return 0;
+	unsigned int prev_state = prev_state_of(ctx, prev);
 	__u64 now = bpf_ktime_get_ns();
 	/* Runnable when it left (preempted or yielding): waiting for a CPU, not for an event. */
 	switch_out(ctx, prev, preempt || prev_state == 0, now, c->stack_gen);
