@@ -84,6 +84,9 @@ pub struct Pipeline {
     tcp_queue_full: u64,
     out: Vec<RequestRecord>,
     emitted: Vec<Arc<RequestRecord>>,
+    /// With `track_edges`: (client node, server node) of each emitted record.
+    emitted_edges: Vec<(String, String)>,
+    track_edges: bool,
     requests: u64,
     now_ns: u64,
 }
@@ -136,6 +139,8 @@ impl Pipeline {
             tcp_queue_full: 0,
             out: Vec::new(),
             emitted: Vec::new(),
+            emitted_edges: Vec::new(),
+            track_edges: false,
             requests: 0,
             now_ns: 0,
         }
@@ -239,10 +244,14 @@ impl Pipeline {
     /// Aggregates and keeps the records the tracker completed; returns them.
     fn absorb(&mut self) -> &[Arc<RequestRecord>] {
         self.emitted.clear();
+        self.emitted_edges.clear();
         let mut out = std::mem::take(&mut self.out);
         for mut r in out.drain(..) {
             r.tcp = self.net.during(&r.src, &r.dst, r.start_ts_ns, r.end_ts_ns);
-            self.aggregate_one(&r);
+            let edge = self.aggregate_one(&r);
+            if self.track_edges {
+                self.emitted_edges.push(edge);
+            }
             let r = Arc::new(r);
             self.recent.push(r.clone());
             self.emitted.push(r);
@@ -254,8 +263,11 @@ impl Pipeline {
 
     /// Names both ends of a request and counts it. A call seen from both
     /// ends counts once on the service map, from its client.
-    fn aggregate_one(&mut self, r: &RequestRecord) {
+    /// Returns the edge's (client node, server node) ids when edges are tracked.
+    fn aggregate_one(&mut self, r: &RequestRecord) -> (String, String) {
         let me = self.workloads.of(r.pid, &r.comm);
+        let track = self.track_edges;
+        let ids = |c: &Endpoint, s: &Endpoint| if track { (c.node_id.clone(), s.node_id.clone()) } else { Default::default() };
         match r.side {
             Side::Client => {
                 let server_w = self.owners.listener_of(&r.dst).map(|pid| self.workloads.of(pid, ""));
@@ -264,7 +276,9 @@ impl Pipeline {
                     Some(w) => self.endpoints.of(w, r.dst.ip()),
                     None => self.endpoints.external(r.dst.ip()),
                 };
+                let edge = ids(&client, server);
                 self.aggregate.record(r, &client, server, true);
+                edge
             }
             Side::Server => {
                 let client_w = self.owners.client_of(&r.src).map(|pid| self.workloads.of(pid, ""));
@@ -273,9 +287,24 @@ impl Pipeline {
                     Some(w) => (self.endpoints.of(w, r.src.ip()), false),
                     None => (self.endpoints.external(r.src.ip()), true),
                 };
+                let ids = ids(client, &server);
                 self.aggregate.record(r, client, &server, edge);
+                ids
             }
         }
+    }
+
+    /// Names the service-map edge of every record from now on (for the
+    /// store); see [`Pipeline::emitted_edges`].
+    pub fn track_edges(&mut self, on: bool) {
+        self.track_edges = on;
+    }
+
+    /// The records the last `process`, `tick` or `finish` returned, each with
+    /// its edge's (client node id, server node id) — empty unless
+    /// [`Pipeline::track_edges`] is on.
+    pub fn emitted_edges(&self) -> impl Iterator<Item = (&Arc<RequestRecord>, &str, &str)> {
+        self.emitted.iter().zip(&self.emitted_edges).map(|(r, (c, s))| (r, c.as_str(), s.as_str()))
     }
 
     /// Tells the pipeline that `pid` listens on `addr` though it is not
