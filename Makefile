@@ -6,7 +6,7 @@ export CARGO_TARGET_DIR ?= $(CURDIR)/target
 BIN := $(CARGO_TARGET_DIR)/release/kindling
 ARGS ?=
 
-.PHONY: all deps test-deps build run test test-unit test-root bench clean lint check-root
+.PHONY: all deps test-deps build run test test-unit test-root kernel-matrix bench clean lint check-root
 
 all: build
 
@@ -27,7 +27,7 @@ check-root:
 	@if [[ $$(id -u) -ne 0 ]]; then echo "make test runs eBPF tests that load kernel programs: run it as root" >&2; exit 1; fi
 
 ## test: every test, including the root eBPF tests against real servers.
-test: check-root test-deps test-unit test-root
+test: check-root test-deps test-unit test-root kernel-matrix
 
 test-unit:
 	$(CARGO) test --release --locked --workspace --exclude kindling
@@ -38,6 +38,14 @@ test-unit:
 # timings and servers do not interfere.
 test-root:
 	$(CARGO) test --release --locked -p kindling --test root -- --test-threads=1
+
+## kernel-matrix: `kindling selftest` on the host kernel and on Debian's 5.10,
+## 6.1 and 6.12 kernels under qemu (cached in /var/cache/kindling/kernels),
+## then a build with a program the verifier rejects must fail (docs/KERNELS.md).
+kernel-matrix: check-root test-deps
+	$(CARGO) build --release --locked --bin kindling
+	scripts/kernel-matrix/run.sh --bin $(BIN)
+	scripts/kernel-matrix/broken.sh
 
 ## bench: performance ratios measured side by side (see docs/BENCHMARKS.md).
 bench: check-root test-deps

@@ -7,10 +7,12 @@ set -euo pipefail
 build_pkgs=(clang llvm libelf-dev zlib1g-dev pkg-config make gcc libbpf-dev)
 # Servers and clients of the root tests (tests/root): nginx + wrk + curl,
 # redis + redis-benchmark, PostgreSQL 15 + pgbench (server binaries in
-# /usr/lib/postgresql/15/bin), MariaDB + mysqlslap, dnsmasq + dig, python grpcio.
+# /usr/lib/postgresql/15/bin), MariaDB + mysqlslap, dnsmasq + dig, python grpcio;
+# qemu, busybox-static and cpio boot the kernel matrix (scripts/kernel-matrix).
 test_pkgs=(nginx wrk curl python3 iproute2 util-linux procps
   redis-server redis-tools postgresql-15 postgresql-client-15 mariadb-server-core mariadb-client
-  dnsmasq-base bind9-dnsutils python3-grpcio python3-psycopg2 prometheus)
+  dnsmasq-base bind9-dnsutils python3-grpcio python3-psycopg2 prometheus
+  qemu-system-x86 busybox-static cpio)
 
 want=("${build_pkgs[@]}")
 if [[ "${1:-build}" == "test" ]]; then

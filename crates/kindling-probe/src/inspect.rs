@@ -11,6 +11,7 @@ use libbpf_rs::btf::types::{Enum, Func};
 use libbpf_rs::btf::Btf;
 use std::collections::HashMap;
 use std::os::fd::{FromRawFd, OwnedFd};
+use std::sync::OnceLock;
 
 /// Optional kernel features the programs use when present.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -25,12 +26,21 @@ pub struct KernelFeatures {
     pub current_task_btf: bool,
     /// `kfree_skb` carries a drop reason (5.17+).
     pub skb_drop_reason: bool,
+    /// The `bpf_task_pt_regs` helper (5.15+).
+    pub task_pt_regs: bool,
+    /// `sched_switch` passes the previous task's state (5.18+).
+    pub switch_prev_state: bool,
 }
 
 impl KernelFeatures {
-    /// Reads the kernel's BTF once; a kernel without readable BTF has none of
-    /// these (and the probe refuses to start there anyway).
+    /// Reads the kernel's BTF (once per process); a kernel without readable
+    /// BTF has none of these (and the probe refuses to start there anyway).
     pub fn detect() -> KernelFeatures {
+        static DETECTED: OnceLock<KernelFeatures> = OnceLock::new();
+        DETECTED.get_or_init(KernelFeatures::read).clone()
+    }
+
+    fn read() -> KernelFeatures {
         let mut f = KernelFeatures {
             task_storage: crate::sockets::task_storage_supported(),
             ..KernelFeatures::default()
@@ -46,6 +56,11 @@ impl KernelFeatures {
         f.current_task_btf = has_member("bpf_func_id", "BPF_FUNC_get_current_task_btf");
         f.skb_drop_reason = has_member("skb_drop_reason", "SKB_DROP_REASON_NOT_SPECIFIED");
         f.rdonly_cast = btf.type_by_name::<Func<'_>>("bpf_rdonly_cast").is_some();
+        f.task_pt_regs = has_member("bpf_func_id", "BPF_FUNC_task_pt_regs");
+        // sched.bpf.c decides by the kernel version (LINUX_KERNEL_VERSION).
+        let release = crate::preflight::kernel_release().unwrap_or_default();
+        let (major, minor, _) = crate::preflight::parse_version(&release);
+        f.switch_prev_state = (major, minor) >= (5, 18);
         f
     }
 
@@ -80,6 +95,21 @@ impl KernelFeatures {
         if features.tcp && !self.skb_drop_reason {
             out.push("tcp: kfree_skb has no drop reason (kernel < 5.17): packet drops are not reported".to_string());
         }
+        if features.sched.is_some() {
+            if !self.task_pt_regs {
+                out.push(
+                    "sched: no bpf_task_pt_regs (kernel < 5.15): off-CPU slices do not name the blocking syscall"
+                        .to_string(),
+                );
+            }
+            if !self.switch_prev_state {
+                out.push(
+                    "sched: sched_switch has no prev_state (kernel < 5.18): blocked vs preempted is read \
+                     from the task (a racing wake-up can blur it)"
+                        .to_string(),
+                );
+            }
+        }
         out
     }
 }
@@ -90,6 +120,32 @@ pub(crate) fn warn_degradations(features: &Features) {
     for line in KernelFeatures::detect().degradations(features) {
         tracing::warn!("{line}");
     }
+}
+
+/// How many programs the modules enabled in `features` load on this kernel,
+/// read from the objects without loading them (for reports when a load fails).
+pub fn program_count(features: &Features) -> Result<usize, crate::ProbeError> {
+    use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+    use std::mem::MaybeUninit;
+    let open_err = crate::loader::open_err;
+    let mut n = 0;
+    if features.sockets {
+        let mut storage = MaybeUninit::uninit();
+        let mut open = crate::skel::KindlingSkelBuilder::default().open(&mut storage).map_err(open_err)?;
+        crate::sockets::choose_iov_walk(open.open_object_mut(), KernelFeatures::detect().bpf_loop);
+        n += open.open_object().progs().filter(|p| p.autoload()).count();
+    }
+    if features.tcp {
+        let mut storage = MaybeUninit::uninit();
+        let open = crate::tcp_skel::TcpSkelBuilder::default().open(&mut storage).map_err(open_err)?;
+        n += open.open_object().progs().count();
+    }
+    if features.sched.is_some() {
+        let mut storage = MaybeUninit::uninit();
+        let open = crate::sched_skel::SchedSkelBuilder::default().open(&mut storage).map_err(open_err)?;
+        n += open.open_object().progs().count();
+    }
+    Ok(n)
 }
 
 /// While held, the kernel counts every BPF program's runs (BPF_ENABLE_STATS,
@@ -120,9 +176,9 @@ mod tests {
     #[test]
     fn every_missing_feature_of_an_enabled_module_is_one_line() {
         let none = KernelFeatures::default();
-        let all = Features { sockets: true, tcp: true, sched: None };
+        let all = Features { sockets: true, tcp: true, sched: Some(Default::default()) };
         let lines = none.degradations(&all);
-        assert_eq!(lines.len(), 5);
+        assert_eq!(lines.len(), 7);
         assert!(lines.iter().all(|l| !l.contains('\n')));
         let only_tcp = Features { sockets: false, tcp: true, sched: None };
         assert_eq!(none.degradations(&only_tcp).len(), 1);
@@ -132,6 +188,8 @@ mod tests {
             rdonly_cast: true,
             current_task_btf: true,
             skb_drop_reason: true,
+            task_pt_regs: true,
+            switch_prev_state: true,
         };
         assert!(full.degradations(&all).is_empty());
     }

@@ -475,6 +475,10 @@ pub(crate) fn attach_all(obj: &libbpf_rs::Object) -> Result<Attached, ProbeError
     let module = object.strip_suffix("_bpf").unwrap_or(&object).to_string();
     for prog in obj.progs_mut() {
         use std::os::fd::AsFd;
+        // A program left out of the load (a variant for other kernels).
+        if !prog.autoload() {
+            continue;
+        }
         let info = ProgramInfo {
             name: prog.name().to_string_lossy().into_owned(),
             section: prog.section().to_string_lossy().into_owned(),

@@ -37,6 +37,7 @@ pub(crate) fn setup<'obj>(
         tracing::debug!("task-local storage unavailable to tracepoints: in-flight syscalls kept in a hash map");
         open.maps.inflight_ts.set_autocreate(false).map_err(|e| maps_err("inflight_ts map", e))?;
     }
+    choose_iov_walk(open.open_object_mut(), crate::inspect::KernelFeatures::detect().bpf_loop);
     open.maps
         .events
         .set_max_entries(cfg.ringbuf_bytes)
@@ -58,6 +59,24 @@ pub(crate) fn setup<'obj>(
     let attached = attach_all(skel.object())?;
     adopt_in_flight(&mut skel, cfg);
     Ok(Module { skel, attached })
+}
+
+/// The exits that walk iovecs come twice (kindling.bpf.c, SOCK_EXIT_NOLOOP):
+/// with bpf_loop, and `_noloop` for kernels without it, which reject any
+/// program that refers to a bpf_loop callback. Loads one of each pair.
+pub(crate) fn choose_iov_walk(open: &mut libbpf_rs::OpenObject, has_loop: bool) {
+    let paired: Vec<String> = open
+        .progs()
+        .filter_map(|p| p.name().to_str()?.strip_suffix("_noloop").map(str::to_string))
+        .collect();
+    for mut prog in open.progs_mut() {
+        let name = prog.name().to_string_lossy().into_owned();
+        if name.ends_with("_noloop") {
+            prog.set_autoload(!has_loop);
+        } else if paired.contains(&name) {
+            prog.set_autoload(has_loop);
+        }
+    }
 }
 
 /// Can tracepoint programs use task-local storage (5.19+ in practice)?

@@ -438,16 +438,17 @@ static long iov_loop_cb(__u32 i, void *ctx)
 }
 
 static __always_inline __u32 copy_iov(__u8 *payload, const struct iovec *iov, __u64 iovcnt,
-				      __u64 total)
+				      __u64 total, bool loop)
 {
 	struct iov_walk w = { .iov = iov, .iovcnt = iovcnt, .total = total, .off = 0 };
 	/* bpf_loop (5.17+) verifies the body once, so many iovecs cost nothing at
 	 * load time; gRPC writes one iovec per header field (25 for a first call).
 	 * Older kernels walk the first few, unrolled: the verifier's CFG check
 	 * (which sees this branch even where it is dead) rejects a loop whose
-	 * back edge is a helper call's fall-through on kernels before 6.3
-	 * ("back-edge from insn", seen on 6.1 for sendmmsg). */
-	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_loop)) {
+	 * back edge is a helper call's fall-through on some kernels ("back-edge
+	 * from insn", seen on 6.1 for sendmmsg). `loop` is a constant: the
+	 * _noloop programs below have no reference to the callback at all. */
+	if (loop && bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_loop)) {
 		bpf_loop(KD_MAX_IOV, iov_loop_cb, &w, 0);
 	} else {
 #pragma unroll
@@ -569,7 +570,7 @@ static __always_inline bool is_hidden_error(long ret)
 }
 
 /* One event per message of a sendmmsg/recvmmsg. */
-static __always_inline void emit_mmsg(struct sock_scratch *s, struct inflight *a, long ret)
+static __always_inline void emit_mmsg(struct sock_scratch *s, struct inflight *a, long ret, bool loop)
 {
 	struct mmsghdr *vec = (struct mmsghdr *)a->buf;
 	for (int i = 0; i < KD_MAX_MMSG; i++) {
@@ -587,7 +588,7 @@ static __always_inline void emit_mmsg(struct sock_scratch *s, struct inflight *a
 			continue;
 		__u32 len = 0;
 		if (m.msg_hdr.msg_iovlen > 0)
-			len = copy_iov(s->payload, m.msg_hdr.msg_iov, 1, m.msg_len);
+			len = copy_iov(s->payload, m.msg_hdr.msg_iov, 1, m.msg_len, loop);
 		emit_sock(e, len);
 	}
 	if (ret > KD_MAX_MMSG)
@@ -595,7 +596,7 @@ static __always_inline void emit_mmsg(struct sock_scratch *s, struct inflight *a
 }
 
 /* Builds and submits the event(s) of a socket syscall that just returned. */
-static __always_inline void sock_exit_emit(struct inflight *a, __u16 sys, long ret)
+static __always_inline void sock_exit_emit(struct inflight *a, __u16 sys, long ret, bool loop)
 {
 	/* Written by user space for a syscall in flight at attach: resolve now. */
 	if (!a->has_info && !fd_sock_info(a->fd, &a->si))
@@ -621,7 +622,7 @@ static __always_inline void sock_exit_emit(struct inflight *a, __u16 sys, long r
 
 	if (sys == KD_SYS_SENDMMSG || sys == KD_SYS_RECVMMSG) {
 		if (ret > 0)
-			emit_mmsg(s, a, ret);
+			emit_mmsg(s, a, ret, loop);
 		return;
 	}
 
@@ -647,7 +648,7 @@ static __always_inline void sock_exit_emit(struct inflight *a, __u16 sys, long r
 	case KD_SYS_READV:
 	case KD_SYS_WRITEV:
 		if (ret > 0)
-			len = copy_iov(s->payload, (const struct iovec *)a->buf, a->count, ret);
+			len = copy_iov(s->payload, (const struct iovec *)a->buf, a->count, ret, loop);
 		break;
 	case KD_SYS_SENDMSG:
 	case KD_SYS_RECVMSG: {
@@ -657,7 +658,7 @@ static __always_inline void sock_exit_emit(struct inflight *a, __u16 sys, long r
 		if (a->si.proto == IPPROTO_UDP)
 			read_user_peer(m.msg_name, e);
 		if (ret > 0)
-			len = copy_iov(s->payload, m.msg_iov, m.msg_iovlen, ret);
+			len = copy_iov(s->payload, m.msg_iov, m.msg_iovlen, ret, loop);
 		break;
 	}
 	case KD_SYS_CONNECT:
@@ -708,7 +709,7 @@ static __always_inline void sock_exit_emit(struct inflight *a, __u16 sys, long r
 }
 
 
-static __always_inline int sock_exit(__u16 sys, long ret)
+static __always_inline int sock_exit(__u16 sys, long ret, bool loop)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	int src = 0;
@@ -716,7 +717,7 @@ static __always_inline int sock_exit(__u16 sys, long ret)
 	if (!a)
 		return 0;
 	if (a->syscall == sys && !is_hidden_error(ret))
-		sock_exit_emit(a, sys, ret);
+		sock_exit_emit(a, sys, ret, loop);
 	inflight_release(tid, a, src);
 	return 0;
 }
@@ -730,7 +731,7 @@ static __always_inline int sock_exit(__u16 sys, long ret)
 	SEC("tracepoint/syscalls/sys_exit_" #name)                                               \
 	int kd_exit_##name(struct trace_event_raw_sys_exit *ctx)                                 \
 	{                                                                                        \
-		return sock_exit(SYS, ctx->ret);                                                  \
+		return sock_exit(SYS, ctx->ret, true);                                            \
 	}
 
 SOCK_HOOKS(read, KD_SYS_READ, 0, ctx->args[1], 0, 0)
@@ -747,6 +748,25 @@ SOCK_HOOKS(sendfile64, KD_SYS_SENDFILE, 0, 0, 0, 0)
 SOCK_HOOKS(connect, KD_SYS_CONNECT, 0, 0, ctx->args[1], 0)
 SOCK_HOOKS(accept, KD_SYS_ACCEPT, 0, 0, 0, 0)
 SOCK_HOOKS(accept4, KD_SYS_ACCEPT4, 0, 0, 0, 0)
+
+/* The exits that walk iovecs, once more without bpf_loop: kernels before 5.13
+ * reject any program that merely refers to a bpf_loop callback ("number of
+ * funcs in func_info doesn't match number of subprogs"), even in a branch
+ * CO-RE made dead. The loader (sockets.rs) loads one variant of each pair,
+ * by whether the kernel has bpf_loop (5.17+). */
+#define SOCK_EXIT_NOLOOP(name, SYS)                                                              \
+	SEC("tracepoint/syscalls/sys_exit_" #name)                                               \
+	int kd_exit_##name##_noloop(struct trace_event_raw_sys_exit *ctx)                        \
+	{                                                                                        \
+		return sock_exit(SYS, ctx->ret, false);                                           \
+	}
+
+SOCK_EXIT_NOLOOP(readv, KD_SYS_READV)
+SOCK_EXIT_NOLOOP(writev, KD_SYS_WRITEV)
+SOCK_EXIT_NOLOOP(sendmsg, KD_SYS_SENDMSG)
+SOCK_EXIT_NOLOOP(recvmsg, KD_SYS_RECVMSG)
+SOCK_EXIT_NOLOOP(sendmmsg, KD_SYS_SENDMMSG)
+SOCK_EXIT_NOLOOP(recvmmsg, KD_SYS_RECVMMSG)
 
 /* close() is reported at entry, while the fd still names the socket. */
 SEC("tracepoint/syscalls/sys_enter_close")

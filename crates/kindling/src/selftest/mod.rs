@@ -178,6 +178,8 @@ fn print_features(f: &KernelFeatures) {
         ("bpf_rdonly_cast", f.rdonly_cast),
         ("bpf_get_current_task_btf", f.current_task_btf),
         ("kfree_skb drop reasons", f.skb_drop_reason),
+        ("bpf_task_pt_regs", f.task_pt_regs),
+        ("sched_switch prev_state", f.switch_prev_state),
     ] {
         println!("feature  {:<4} {name}", if present { "yes" } else { "no" });
     }
@@ -389,6 +391,7 @@ fn report_load_failure(e: &ProbeError, all: &Features, verbose: bool, score: &mu
         score.line("module", Some(ok), name, &what);
     }
     score.programs_loaded = loaded;
+    score.programs_total = inspect::program_count(all).unwrap_or(loaded);
     score.line("check", None, "event checks", "not run: the probe did not start");
 }
 

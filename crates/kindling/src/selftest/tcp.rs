@@ -36,12 +36,12 @@ fn tcp_events(obs: &Observed) -> impl Iterator<Item = (&Event, &TcpEvent)> {
 }
 
 /// The first event of the socket `src` -> `dst` that `pick` accepts.
-fn find<'a>(
-    obs: &'a Observed,
+fn find(
+    obs: &Observed,
     src: SocketAddr,
     dst: SocketAddr,
     pick: impl Fn(&TcpKind) -> bool,
-) -> Option<(&'a Event, &'a TcpEvent)> {
+) -> Option<(&Event, &TcpEvent)> {
     tcp_events(obs).find(|(_, t)| t.src == src && t.dst == dst && pick(&t.kind))
 }
 
