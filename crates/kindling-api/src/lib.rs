@@ -4,6 +4,7 @@
 //! Handlers read the pipeline under a short lock; bad parameters are a 400
 //! with a JSON `{"error": "..."}` naming the parameter, never a 500.
 
+pub mod flamegraph;
 pub mod params;
 
 use axum::extract::{Query, State};
@@ -32,6 +33,7 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/requests", get(requests))
         .route("/api/v1/topology", get(topology))
+        .route("/api/v1/flamegraph", get(flamegraph::flamegraph))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint; see GET / for the list") })
         .with_state(state)
 }

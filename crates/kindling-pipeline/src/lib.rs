@@ -82,6 +82,8 @@ pub struct Pipeline {
     /// which process owns the connection.
     tcp_queue: std::collections::VecDeque<(u64, kindling_events::tcp::TcpEvent)>,
     tcp_queue_full: u64,
+    /// Thread timelines and followed processes (sched events), for profiling.
+    profiling: kindling_profile::Profiling,
     out: Vec<RequestRecord>,
     emitted: Vec<Arc<RequestRecord>>,
     /// With `track_edges`: (client node, server node) of each emitted record.
@@ -137,6 +139,7 @@ impl Pipeline {
             net: net::NetState::new(200_000),
             tcp_queue: std::collections::VecDeque::new(),
             tcp_queue_full: 0,
+            profiling: kindling_profile::Profiling::default(),
             out: Vec::new(),
             emitted: Vec::new(),
             emitted_edges: Vec::new(),
@@ -171,6 +174,7 @@ impl Pipeline {
                     self.tcp_queue.push_back((ev.ts_ns, t.clone()));
                 }
             }
+            EventBody::Sched(_) => self.profiling.observe(ev),
             _ => {}
         }
         self.attribute_tcp(self.now_ns.saturating_sub(TCP_ATTRIBUTION_DELAY_NS));
@@ -184,6 +188,7 @@ impl Pipeline {
         self.attribute_tcp(self.now_ns.saturating_sub(TCP_ATTRIBUTION_DELAY_NS));
         self.tracker.tick(self.now_ns, &mut self.out);
         self.aggregate.evict(self.now_ns);
+        self.profiling.tick(self.now_ns);
         self.absorb()
     }
 
@@ -327,6 +332,15 @@ impl Pipeline {
 
     pub fn now_ns(&self) -> u64 {
         self.now_ns
+    }
+
+    /// Thread timelines and the processes followed (see kindling-profile).
+    pub fn profiling(&self) -> &kindling_profile::Profiling {
+        &self.profiling
+    }
+
+    pub fn profiling_mut(&mut self) -> &mut kindling_profile::Profiling {
+        &mut self.profiling
     }
 
     pub fn aggregator(&self) -> &Aggregator {

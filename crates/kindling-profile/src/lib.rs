@@ -35,3 +35,33 @@ pub const DEFAULT_SAMPLE_HZ: u32 = 99;
 pub fn sample_period_ns(hz: u32) -> u64 {
     1_000_000_000 / hz.max(1) as u64
 }
+
+/// What an agent keeps for profiling: the timelines, which processes are
+/// followed (and until when), and the sampling period that weighs samples.
+pub struct Profiling {
+    pub timelines: Timelines,
+    pub interest: Interest,
+    pub sample_period_ns: u64,
+}
+
+impl Default for Profiling {
+    fn default() -> Self {
+        Profiling::new(TimelineConfig::default(), DEFAULT_SAMPLE_HZ)
+    }
+}
+
+impl Profiling {
+    pub fn new(cfg: TimelineConfig, sample_hz: u32) -> Profiling {
+        Profiling { timelines: Timelines::new(cfg), interest: Interest::new(0), sample_period_ns: sample_period_ns(sample_hz) }
+    }
+
+    pub fn observe(&mut self, ev: &kindling_events::model::Event) {
+        self.timelines.observe(ev);
+    }
+
+    /// Time passes: old slices go, expired interests end.
+    pub fn tick(&mut self, now_ns: u64) {
+        self.timelines.tick(now_ns);
+        self.interest.expire(now_ns);
+    }
+}

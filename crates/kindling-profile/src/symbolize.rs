@@ -24,6 +24,8 @@ pub struct Symbolizer {
     user: HashMap<(u32, u64), Arc<str>>,
     kernel: HashMap<u64, Arc<str>>,
     perf_maps_asked: HashMap<u32, Instant>,
+    /// JIT code per process, from its perf map: (start, end, name), sorted.
+    perf_maps: HashMap<u32, Vec<(u64, u64, Arc<str>)>>,
 }
 
 impl Default for Symbolizer {
@@ -34,9 +36,13 @@ impl Default for Symbolizer {
 
 impl Symbolizer {
     pub fn new() -> Symbolizer {
-        // Names only: no file/line lookups, no inlined functions (faster, smaller).
-        let blaze = Blaze::builder().enable_code_info(false).enable_inlined_fns(false).build();
-        Symbolizer { blaze, user: HashMap::new(), kernel: HashMap::new(), perf_maps_asked: HashMap::new() }
+        Symbolizer {
+            blaze: new_blaze(),
+            user: HashMap::new(),
+            kernel: HashMap::new(),
+            perf_maps_asked: HashMap::new(),
+            perf_maps: HashMap::new(),
+        }
     }
 
     /// Names for user addresses of `pid`, in order (unknown: `[unknown]`).
@@ -48,9 +54,18 @@ impl Symbolizer {
             m
         };
         if !missing.is_empty() {
-            let src = Source::Process(Process::new(pid.into()));
-            let names = resolve(&self.blaze, &src, &missing);
+            // Perf maps are read here, not by blazesym: JDKs write `0x`-prefixed
+            // addresses, which its parser refuses (failing the whole batch).
+            let mut src = Process::new(pid.into());
+            src.perf_map = false;
+            let names = resolve(&self.blaze, &Source::Process(src), &missing);
+            if !self.perf_maps.contains_key(&pid) {
+                let map = read_perf_map(pid);
+                self.perf_maps.insert(pid, map);
+            }
+            let jit = &self.perf_maps[&pid];
             for (a, n) in missing.iter().zip(names) {
+                let n = if &*n == UNKNOWN { jit_name(jit, *a).unwrap_or(n) } else { n };
                 self.user.insert((pid, *a), n);
             }
         }
@@ -93,11 +108,17 @@ impl Symbolizer {
         // Cached names of this process may predate the map.
         self.user.retain(|(p, _), _| *p != pid);
         let ok = ask_jvm_perf_map(pid);
+        self.perf_maps.remove(&pid);
         if !ok {
             tracing::debug!("jcmd {pid} Compiler.perfmap failed: Java frames stay unnamed");
         }
         ok
     }
+}
+
+/// Names only: no file/line lookups, no inlined functions (faster, smaller).
+fn new_blaze() -> Blaze {
+    Blaze::builder().enable_code_info(false).enable_inlined_fns(false).build()
 }
 
 fn resolve(blaze: &Blaze, src: &Source<'_>, addrs: &[u64]) -> Vec<Arc<str>> {
@@ -123,6 +144,44 @@ fn sanitize(name: &str) -> Arc<str> {
     } else {
         name.into()
     }
+}
+
+/// `/tmp/perf-PID.map` (as the process sees /tmp): `START SIZE name` lines,
+/// hex with or without `0x`.
+fn read_perf_map(pid: u32) -> Vec<(u64, u64, Arc<str>)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/root/tmp/perf-{pid}.map"))
+        .or_else(|_| std::fs::read_to_string(format!("/tmp/perf-{pid}.map")))
+        .unwrap_or_default();
+    parse_perf_map(&text)
+}
+
+fn parse_perf_map(text: &str) -> Vec<(u64, u64, Arc<str>)> {
+    let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
+    let mut out: Vec<(u64, u64, Arc<str>)> = text
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, ' ');
+            let start = hex(f.next()?)?;
+            let size = hex(f.next()?)?;
+            Some((start, start.checked_add(size)?, java_name(f.next()?.trim())))
+        })
+        .collect();
+    out.sort_by_key(|e| e.0);
+    out
+}
+
+/// `long JavaServer.fib(int)` -> `JavaServer.fib`: the method, without its
+/// return type and parameters (entries without a signature stay as they are).
+fn java_name(raw: &str) -> Arc<str> {
+    let head = raw.split('(').next().unwrap_or(raw).trim();
+    let name = head.rsplit(' ').next().filter(|n| !n.is_empty()).unwrap_or(raw);
+    sanitize(name)
+}
+
+fn jit_name(map: &[(u64, u64, Arc<str>)], addr: u64) -> Option<Arc<str>> {
+    let i = map.partition_point(|e| e.0 <= addr).checked_sub(1)?;
+    let (start, end, name) = &map[i];
+    (addr >= *start && addr < *end).then(|| name.clone())
 }
 
 fn is_jvm(pid: u32) -> bool {
@@ -171,6 +230,22 @@ mod tests {
     fn names_are_made_safe_for_folded_output() {
         assert_eq!(&*sanitize("a;b\nc"), "a:b c");
         assert_eq!(&*sanitize("std::vector<int>::push_back"), "std::vector<int>::push_back");
+    }
+
+    #[test]
+    fn perf_maps() {
+        let m = parse_perf_map(
+            "0x00007f6730ed92c0 0x0000000000000150 long JavaServer.fib(int)\n\
+             7f6730ed9500 20 Interpreter\n\
+             garbage\n\
+             0x00007f6730ed9000 0x10 void JavaServer$Work.handle(com.sun.net.httpserver.HttpExchange)\n",
+        );
+        assert_eq!(m.len(), 3);
+        assert_eq!(jit_name(&m, 0x7f6730ed92c8).as_deref(), Some("JavaServer.fib"));
+        assert_eq!(jit_name(&m, 0x7f6730ed9008).as_deref(), Some("JavaServer$Work.handle"));
+        assert_eq!(jit_name(&m, 0x7f6730ed9510).as_deref(), Some("Interpreter"));
+        assert_eq!(jit_name(&m, 0x7f6730ed9520), None);
+        assert_eq!(jit_name(&m, 1), None);
     }
 
     #[test]

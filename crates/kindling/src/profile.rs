@@ -170,3 +170,25 @@ fn summary(raw: &RawProfile, tl: &Timelines, kernel: &[(&str, u64)], queue_full:
         if drops.is_empty() { "nothing dropped".to_string() } else { format!("dropped: {}", drops.join(" ")) }
     );
 }
+
+/// For `kindling run` (call from the analysis loop every tick): pushes the
+/// processes to follow to the kernel when they changed, starts a new stack
+/// generation when the timelines forgot their stacks, and publishes what
+/// profiling lost.
+pub fn sync_agent(probe: &kindling_probe::ProbeHandle, p: &mut kindling_pipeline::Pipeline, t: &kindling_telemetry::Telemetry) {
+    let pr = p.profiling_mut();
+    if let Some(pids) = pr.interest.take_change() {
+        if let Err(e) = probe.set_sched_pids(&pids) {
+            tracing::warn!("cannot change the profiled processes: {e}");
+        }
+    }
+    if pr.timelines.take_stack_reset() {
+        if let Some(c) = probe.sched_control() {
+            let _ = c.new_stack_generation();
+        }
+    }
+    let st = pr.timelines.stats();
+    t.dropped("profile_evicted").set(st.evicted);
+    t.dropped("profile_stack_unknown").set(st.stack_unknown);
+    t.dropped("profile_processes_full").set(st.processes_full);
+}

@@ -25,6 +25,7 @@ pub fn run(args: RequestsArgs) -> anyhow::Result<()> {
         pids: args.filter.pids.clone(),
         ports: args.filter.ports.clone(),
         snaplen: args.snaplen,
+        sched: None,
     };
     let src = source::start(&opts, &telemetry)?;
     let started = Instant::now();

@@ -40,6 +40,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         pids: cfg.capture.pids.clone(),
         ports: cfg.capture.ports.clone(),
         snaplen: cfg.capture.snaplen,
+        sched: Some(kindling_probe::SchedConfig::default()),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -53,6 +54,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let src = source::start(&opts, &telemetry)?;
     let mut p = Pipeline::new(cfg.pipeline(), Box::new(ProcFsLookup::default()));
     p.register_listener(cfg.api.listen, std::process::id());
+    p.profiling_mut().timelines.enable_unwinding();
     let pipeline = Arc::new(Mutex::new(p));
     eprintln!("kindling: agent running, API on http://{}", cfg.api.listen);
 
@@ -115,6 +117,7 @@ fn analysis_loop(
                 p.tick(source::now_ns());
                 p.stats()
             };
+            crate::profile::sync_agent(&src.probe, &mut lock(), &telemetry);
             source::publish_kernel_drops(&src.probe, &telemetry);
             publish.update(&stats);
             last = Instant::now();

@@ -19,6 +19,8 @@ pub struct SourceOptions {
     pub pids: Vec<u32>,
     pub ports: Vec<u16>,
     pub snaplen: u32,
+    /// Load the sched module (profiling), following no process until told.
+    pub sched: Option<kindling_probe::SchedConfig>,
 }
 
 pub struct LiveSource {
@@ -65,6 +67,7 @@ pub fn start(opts: &SourceOptions, telemetry: &Telemetry) -> Result<LiveSource, 
         ports: opts.ports.clone(),
         snaplen: opts.snaplen,
         self_pid,
+        features: kindling_probe::Features { sched: opts.sched.clone(), ..Default::default() },
         ..ProbeConfig::default()
     };
     // Drop-reason names differ between kernels: learn this one's before decoding.

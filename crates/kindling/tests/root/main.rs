@@ -4,6 +4,7 @@
 
 mod capture;
 mod nginx;
+mod profile;
 mod requests;
 mod servers;
 mod service_map;
