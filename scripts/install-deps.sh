@@ -13,6 +13,12 @@ test_pkgs=(nginx wrk curl python3 iproute2 util-linux procps
   redis-server redis-tools postgresql-15 postgresql-client-15 mariadb-server-core mariadb-client
   dnsmasq-base bind9-dnsutils python3-grpcio python3-psycopg2 prometheus
   qemu-system-x86 busybox-static cpio)
+# Profiling (tests/root/profile.rs): gcc builds the C subjects; a Go and a Java
+# HTTP server are profiled under wrk; `go tool pprof` reads our pprof output;
+# python3-jsonschema checks speedscope output against the schema npm fetches
+# below; bcc's offcputime is the off-CPU cross-check (it needs kprobes and
+# kernel headers: where it cannot run, the test says so).
+test_pkgs+=(gcc golang-go openjdk-17-jdk-headless bpfcc-tools python3-jsonschema)
 
 want=("${build_pkgs[@]}")
 if [[ "${1:-build}" == "test" ]]; then
@@ -35,6 +41,19 @@ if ((${#missing[@]})); then
   # Services must not start by themselves: tests start their own instances.
   printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The speedscope file format's JSON schema, from the speedscope npm package.
+schema=/var/cache/kindling-test/speedscope/file-format-schema.json
+if [[ "${1:-build}" == "test" && ! -s $schema ]]; then
+  # Any npm will do (a NodeSource node ships its own; else Debian's).
+  command -v npm >/dev/null 2>&1 || apt-get install -y -qq --no-install-recommends npm >/dev/null
+  tmp=$(mktemp -d)
+  (cd "$tmp" && npm pack --silent speedscope@1.25.0 >/dev/null \
+    && tar xzf speedscope-1.25.0.tgz package/dist/release/file-format-schema.json) \
+    || { echo "install-deps: cannot fetch the speedscope schema with npm" >&2; rm -rf "$tmp"; exit 1; }
+  mkdir -p "$(dirname "$schema")" && cp "$tmp/package/dist/release/file-format-schema.json" "$schema"
+  rm -rf "$tmp"
 fi
 
 if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then

@@ -572,3 +572,45 @@ fn profile_offcpu_totals_cross_checked_with_offcputime() {
         .sum();
     assert!(within(ours_lock_us as f64, theirs_us as f64, 0.10), "lock: ours {ours_lock_us} us, offcputime {theirs_us} us");
 }
+
+/// `kindling run` serves flame graphs of any process on request: it starts
+/// following the process, waits `seconds`, and answers in the asked format.
+#[test]
+fn profile_api_flamegraph_of_a_running_process() {
+    require_root();
+    let bin = build_c("burn");
+    let mut subject = Subject::spawn(Command::new(&bin).arg("8"));
+    subject.expect("ready");
+    let pid = subject.pid();
+    let agent = crate::service_map::Agent::start();
+    subject.say("go");
+    let (code, body) = agent.get(&format!("/api/v1/flamegraph?pid={pid}&seconds=2&type=both&format=folded"));
+    assert_eq!(code, 200, "{body}");
+    let stacks = parse_folded(&body);
+    let root = |r: &str| -> u64 { stacks.iter().filter(|s| s.0[0] == r).map(|s| s.1).sum() };
+    assert!(
+        stacks.iter().any(|s| s.0[0] == "oncpu" && s.0.iter().any(|f| f == "burn_cpu")),
+        "no on-CPU burn_cpu stack: {body}"
+    );
+    // 2 s of a 60/40 burner, in microseconds: on-CPU and sleep both there, about 2 s in all.
+    let (on, sleep) = (root("oncpu"), root("sleep"));
+    assert!(on > 600_000 && sleep > 400_000 && on + sleep < 2_600_000, "oncpu {on} us, sleep {sleep} us");
+
+    // pprof is gzip; speedscope is JSON.
+    let url = |fmt: &str| format!("http://127.0.0.1:{}/api/v1/flamegraph?pid={pid}&seconds=1&format={fmt}", agent.port);
+    let out = Command::new("curl").args(["-sf", &url("pprof")]).output().expect("curl");
+    assert!(out.status.success() && out.stdout.starts_with(&[0x1f, 0x8b]), "pprof is not gzip");
+    let out = Command::new("curl").args(["-sf", &url("speedscope")]).output().expect("curl");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("speedscope JSON");
+    assert_eq!(v["profiles"][0]["type"], "sampled");
+
+    // Bad requests name the parameter; a missing process is a 404.
+    let (code, body) = agent.get("/api/v1/flamegraph?pid=abc");
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("pid"), "{body}");
+    let (code, body) = agent.get(&format!("/api/v1/flamegraph?pid={pid}&type=cpu"));
+    assert_eq!(code, 400, "{body}");
+    let (code, _) = agent.get("/api/v1/flamegraph?pid=4000000000");
+    assert_eq!(code, 404);
+    subject.stop();
+}
