@@ -5,8 +5,10 @@ export PATH := $(HOME)/.cargo/bin:$(PATH)
 export CARGO_TARGET_DIR ?= $(CURDIR)/target
 BIN := $(CARGO_TARGET_DIR)/release/kindling
 ARGS ?=
+# The browser tests' Python (playwright, pytest), made by scripts/install-deps.sh test.
+BROWSER_VENV ?= /var/cache/kindling-test/browser-venv
 
-.PHONY: all deps test-deps build run test test-unit test-root kernel-matrix bench clean lint check-root
+.PHONY: all deps test-deps build run test test-unit test-root test-browser kernel-matrix bench clean lint check-root demo
 
 all: build
 
@@ -27,7 +29,7 @@ check-root:
 	@if [[ $$(id -u) -ne 0 ]]; then echo "make test runs eBPF tests that load kernel programs: run it as root" >&2; exit 1; fi
 
 ## test: every test, including the root eBPF tests against real servers.
-test: check-root test-deps test-unit test-root kernel-matrix
+test: check-root test-deps test-unit test-root kernel-matrix test-browser
 
 test-unit:
 	$(CARGO) test --release --locked --workspace --exclude kindling
@@ -46,6 +48,21 @@ kernel-matrix: check-root test-deps
 	$(CARGO) build --release --locked --bin kindling
 	scripts/kernel-matrix/run.sh --bin $(BIN)
 	scripts/kernel-matrix/broken.sh
+
+## test-browser: the web UI in Debian's headless chromium (playwright) while
+## `kindling run` watches the demo's services; screenshots in
+## $(CARGO_TARGET_DIR)/browser-artifacts.
+test-browser: check-root test-deps
+	$(CARGO) build --release --locked --bin kindling
+	KINDLING_BIN=$(BIN) KINDLING_ARTIFACTS=$(CARGO_TARGET_DIR)/browser-artifacts \
+	  $(BROWSER_VENV)/bin/python -m pytest -p no:cacheprovider -v tests/browser
+
+## demo: a small shop (load generator -> frontend -> backend -> Redis and
+## PostgreSQL, some orders slow) watched by `kindling run`; the UI on
+## http://127.0.0.1:9500/ (demo/run.sh says what else it takes).
+demo: check-root build
+	@scripts/install-deps.sh demo
+	KINDLING_BIN=$(BIN) demo/run.sh
 
 ## bench: performance ratios measured side by side (see docs/BENCHMARKS.md).
 bench: check-root test-deps

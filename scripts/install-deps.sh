@@ -2,6 +2,7 @@
 # Installs what Kindling needs on a fresh Debian 12 machine, only what is missing.
 #   install-deps.sh build   toolchain for the BPF programs and the agent
 #   install-deps.sh test    + the real servers and clients the tests drive
+#   install-deps.sh demo    + what `make demo` runs (Redis, PostgreSQL, psycopg2)
 set -euo pipefail
 
 build_pkgs=(clang llvm libelf-dev zlib1g-dev pkg-config make gcc libbpf-dev)
@@ -20,9 +21,16 @@ test_pkgs=(nginx wrk curl python3 iproute2 util-linux procps
 # kernel headers: where it cannot run, the test says so).
 test_pkgs+=(gcc golang-go openjdk-17-jdk-headless bpfcc-tools python3-jsonschema)
 
+# The demo (demo/run.sh) and the browser tests (tests/browser: Debian's
+# chromium driven by playwright from PyPI, in a venv made below).
+demo_pkgs=(python3 python3-psycopg2 redis-server redis-tools postgresql-15 postgresql-client-15 util-linux)
+test_pkgs+=("${demo_pkgs[@]}" chromium python3-venv fonts-dejavu-core)
+
 want=("${build_pkgs[@]}")
 if [[ "${1:-build}" == "test" ]]; then
   want+=("${test_pkgs[@]}")
+elif [[ "${1:-build}" == "demo" ]]; then
+  want+=("${demo_pkgs[@]}")
 fi
 
 missing=()
@@ -54,6 +62,17 @@ if [[ "${1:-build}" == "test" && ! -s $schema ]]; then
     || { echo "install-deps: cannot fetch the speedscope schema with npm" >&2; rm -rf "$tmp"; exit 1; }
   mkdir -p "$(dirname "$schema")" && cp "$tmp/package/dist/release/file-format-schema.json" "$schema"
   rm -rf "$tmp"
+fi
+
+# The browser tests' venv (tests/browser/requirements.txt), remade when that file changes.
+venv=/var/cache/kindling-test/browser-venv
+reqs="$(dirname "$0")/../tests/browser/requirements.txt"
+if [[ "${1:-build}" == "test" ]] && ! cmp -s "$reqs" "$venv/requirements.txt"; then
+  rm -rf "$venv"
+  /usr/bin/python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check -r "$reqs" \
+    || { echo "install-deps: cannot install the browser tests' packages (pip)" >&2; rm -rf "$venv"; exit 1; }
+  cp "$reqs" "$venv/requirements.txt"
 fi
 
 if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then

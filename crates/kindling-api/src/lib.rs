@@ -1,11 +1,13 @@
 //! The HTTP API of `kindling run` (contract in PRODUCT.md):
-//! `/healthz`, `/metrics`, `/api/v1/requests`, `/api/v1/topology`.
+//! `/healthz`, `/metrics`, `/api/v1/requests`, `/api/v1/topology`; the web
+//! UI and the routes it reads are in [`ui`].
 //!
 //! Handlers read the pipeline under a short lock; bad parameters are a 400
 //! with a JSON `{"error": "..."}` naming the parameter, never a 500.
 
 pub mod flamegraph;
 pub mod params;
+pub mod ui;
 
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
@@ -24,17 +26,20 @@ pub use params::parse_duration as duration;
 pub struct ApiState {
     pub pipeline: Arc<Mutex<Pipeline>>,
     pub telemetry: Telemetry,
+    /// The embedded store (history, stored requests, kept trace-profiles).
+    pub store: Option<Arc<kindling_store::Store>>,
 }
 
 pub fn router(state: Arc<ApiState>) -> Router {
     Router::new()
-        .route("/", get(index))
+        .route("/api", get(index))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .route("/api/v1/requests", get(requests))
         .route("/api/v1/topology", get(topology))
         .route("/api/v1/flamegraph", get(flamegraph::flamegraph))
-        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint; see GET / for the list") })
+        .merge(ui::routes())
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such endpoint; see GET /api for the list") })
         .with_state(state)
 }
 
@@ -49,7 +54,7 @@ impl IntoResponse for ParamError {
 }
 
 async fn index() -> impl IntoResponse {
-    "Kindling agent\n\nGET /healthz\nGET /metrics\nGET /api/v1/requests?protocol=&side=&slow=&error=&endpoint=&trace_id=&limit=\nGET /api/v1/topology?window=60s\n"
+    "Kindling agent\n\nGET / (the web UI)\nGET /healthz\nGET /metrics\nGET /api/v1/requests?protocol=&side=&slow=&error=&endpoint=&trace_id=&limit=\nGET /api/v1/topology?window=60s\nGET /api/v1/flamegraph?pid=&seconds=&type=&format=\nGET /api/v1/profiles?trace_id=&endpoint=&kept_because=&since=&limit=\nGET /api/v1/profiles/{id}\nGET /api/v1/ui/map?window=\nGET /api/v1/ui/series?src=&dst=&protocol=&dst_port=&window= | ?node=&direction=&window=\nGET /api/v1/ui/requests?protocol=&side=&slow=&error=&endpoint=&trace_id=&src=&dst=&node=&since=&window=&sort=&limit=\nGET /api/v1/ui/requests/{id}\nGET /api/v1/ui/status\n"
 }
 
 fn lock(p: &Mutex<Pipeline>) -> std::sync::MutexGuard<'_, Pipeline> {

@@ -32,7 +32,7 @@ pub fn parse_bool(param: &str, v: &str) -> Result<bool, ParamError> {
     }
 }
 
-/// `500ms`, `5s`, `2m`, `1h`, `250us`, `10ns`; a bare number is seconds.
+/// `500ms`, `5s`, `2m`, `1h`, `7d`, `250us`, `10ns`; a bare number is seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
@@ -45,6 +45,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         "ns" => n / 1e9,
         "m" | "min" => n * 60.0,
         "h" => n * 3600.0,
+        "d" => n * 86400.0,
         _ => return Err(format!("'{s}' has an unknown unit '{unit}' (use ns, us, ms, s, m or h)")),
     };
     if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {

@@ -50,7 +50,7 @@ fn state() -> Arc<ApiState> {
     ] {
         p.process(&mut e);
     }
-    Arc::new(ApiState { pipeline: Arc::new(Mutex::new(p)), telemetry: Telemetry::new() })
+    Arc::new(ApiState { pipeline: Arc::new(Mutex::new(p)), telemetry: Telemetry::new(), store: None })
 }
 
 async fn get(path: &str) -> (StatusCode, String) {

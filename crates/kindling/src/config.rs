@@ -56,11 +56,24 @@ impl Default for ApiConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     pub data_dir: PathBuf,
+    /// Stored requests, rollups and trace-profiles older than this are deleted.
+    pub retention: String,
+    /// The store (database and its log) is kept under this size; the oldest
+    /// data goes first.
+    pub max_size_mb: u64,
+    /// Normal requests kept per endpoint, side and edge each second (slow
+    /// and failed ones are all kept); every request counts in the rollups.
+    pub requests_per_endpoint_per_second: u32,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        StorageConfig { data_dir: PathBuf::from(DEFAULT_DATA_DIR) }
+        StorageConfig {
+            data_dir: PathBuf::from(DEFAULT_DATA_DIR),
+            retention: "7d".into(),
+            max_size_mb: 1024,
+            requests_per_endpoint_per_second: 10,
+        }
     }
 }
 
@@ -96,7 +109,26 @@ impl Config {
         }
         kindling_api::params::parse_duration(&cfg.requests.response_timeout)
             .map_err(|e| format!("requests.response_timeout: {e}"))?;
+        let keep = kindling_api::params::parse_duration(&cfg.storage.retention)
+            .map_err(|e| format!("storage.retention: {e}"))?;
+        if keep.as_secs() < 60 {
+            return Err(format!("storage.retention {:?} is shorter than a minute", cfg.storage.retention));
+        }
+        if cfg.storage.max_size_mb < 1 {
+            return Err("storage.max_size_mb must be at least 1".into());
+        }
         Ok(cfg)
+    }
+
+    /// The store settings this configuration asks for.
+    pub fn store(&self) -> kindling_store::StoreConfig {
+        let mut s = kindling_store::StoreConfig::new(&self.storage.data_dir);
+        if let Ok(d) = kindling_api::params::parse_duration(&self.storage.retention) {
+            s.max_age = d;
+        }
+        s.max_size_bytes = self.storage.max_size_mb.saturating_mul(1024 * 1024);
+        s.requests_per_endpoint_per_second = self.storage.requests_per_endpoint_per_second;
+        s
     }
 
     /// The pipeline settings this configuration asks for.
@@ -142,5 +174,11 @@ mod tests {
         assert!(Config::parse("[requests.slow_ms]\nhtp = 250\n").is_err());
         assert!(Config::parse("[requests]\nresponse_timeout = \"soon\"\n").is_err());
         assert!(Config::parse("[capture]\nsnaplen = 9000\n").is_err());
+        let c = Config::parse("[storage]\nretention = \"2d\"\nmax_size_mb = 50\n").unwrap();
+        assert_eq!(c.store().max_age.as_secs(), 2 * 86400);
+        assert_eq!(c.store().max_size_bytes, 50 * 1024 * 1024);
+        assert!(Config::parse("[storage]\nretention = \"soon\"\n").unwrap_err().contains("storage.retention"));
+        assert!(Config::parse("[storage]\nretention = \"5s\"\n").is_err());
+        assert!(Config::parse("[storage]\nmax_size_mb = 0\n").is_err());
     }
 }

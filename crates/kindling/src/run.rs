@@ -2,7 +2,8 @@
 //!
 //! Threads: the ring-buffer reader (kindling-probe) decodes into a bounded
 //! queue; the analysis thread drains it in batches into the pipeline (under a
-//! mutex the API handlers take briefly); a small tokio runtime serves HTTP.
+//! mutex the API handlers take briefly) and feeds the store, whose writer
+//! thread commits in batches; a small tokio runtime serves HTTP and the UI.
 
 use crate::cli::RunArgs;
 use crate::config::Config;
@@ -51,22 +52,24 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let listener = rt
         .block_on(tokio::net::TcpListener::bind(cfg.api.listen))
         .with_context(|| format!("cannot listen on {}", cfg.api.listen))?;
+    let store = Arc::new(kindling_store::Store::open(cfg.store())?);
     let src = source::start(&opts, &telemetry)?;
     let mut p = Pipeline::new(cfg.pipeline(), Box::new(ProcFsLookup::default()));
     p.register_listener(cfg.api.listen, std::process::id());
     p.profiling_mut().timelines.enable_unwinding();
+    p.track_edges(true);
     let pipeline = Arc::new(Mutex::new(p));
     eprintln!("kindling: agent running, API on http://{}", cfg.api.listen);
 
     let stop = Arc::new(AtomicBool::new(false));
     let analysis = {
-        let (stop, telemetry, pipeline) = (stop.clone(), telemetry.clone(), pipeline.clone());
+        let (stop, telemetry, pipeline, store) = (stop.clone(), telemetry.clone(), pipeline.clone(), store.clone());
         std::thread::Builder::new()
             .name("kindling-analysis".into())
-            .spawn(move || analysis_loop(src, pipeline, telemetry, stop))?
+            .spawn(move || analysis_loop(src, pipeline, telemetry, stop, store))?
     };
 
-    let state = Arc::new(ApiState { pipeline, telemetry });
+    let state = Arc::new(ApiState { pipeline, telemetry, store: Some(store) });
     let app = kindling_api::router(state);
     rt.block_on(async {
         axum::serve(listener, app)
@@ -89,23 +92,35 @@ fn analysis_loop(
     pipeline: Arc<Mutex<Pipeline>>,
     telemetry: Telemetry,
     stop: Arc<AtomicBool>,
+    store: Arc<kindling_store::Store>,
 ) -> anyhow::Result<()> {
     let lock = || pipeline.lock().unwrap_or_else(|e| e.into_inner());
+    let mut feed = store.feed();
+    // Hands the records the pipeline just completed to the store (sampled there).
+    let to_store = |p: &Pipeline, feed: &mut kindling_store::Feed| {
+        for (r, client, server) in p.emitted_edges() {
+            feed.record(r, client, server);
+        }
+    };
     {
         let mut p = lock();
         for mut ev in src.snapshot {
             p.process(&mut ev);
+            to_store(&p, &mut feed);
         }
     }
     let publish = Published::new(&telemetry);
+    let store_published = StorePublished::new(&telemetry);
     let mut last = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         match src.events.recv_timeout(Duration::from_millis(200)) {
             Ok(mut first) => {
                 let mut p = lock();
                 p.process(&mut first);
+                to_store(&p, &mut feed);
                 for mut ev in src.events.try_iter().take(BATCH) {
                     p.process(&mut ev);
+                    to_store(&p, &mut feed);
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
@@ -114,17 +129,54 @@ fn analysis_loop(
         if last.elapsed() >= Duration::from_millis(500) {
             let stats = {
                 let mut p = lock();
-                p.tick(source::now_ns());
+                let now = source::now_ns();
+                p.tick(now);
+                to_store(&p, &mut feed);
+                feed.tick(p.aggregator(), now);
                 p.stats()
             };
             crate::profile::sync_agent(&src.probe, &mut lock(), &telemetry);
             source::publish_kernel_drops(&src.probe, &telemetry);
             publish.update(&stats);
+            store_published.update(&store.stats());
             last = Instant::now();
         }
     }
     src.probe.stop()?;
     Ok(())
+}
+
+/// The store's size and losses as self-telemetry.
+struct StorePublished {
+    queue_full: kindling_telemetry::Counter,
+    write_errors: kindling_telemetry::Counter,
+    sampled_out: kindling_telemetry::Counter,
+    written: kindling_telemetry::Counter,
+    size: kindling_telemetry::Gauge,
+}
+
+impl StorePublished {
+    fn new(t: &Telemetry) -> StorePublished {
+        StorePublished {
+            queue_full: t.dropped("store_queue_full"),
+            write_errors: t.dropped("store_write_error"),
+            sampled_out: t.counter(
+                "kindling_telemetry_store_sampled_out_total",
+                "Request records not stored by sampling (they count in the rollups).",
+                &[],
+            ),
+            written: t.counter("kindling_telemetry_store_rows_written_total", "Rows committed to the store.", &[]),
+            size: t.gauge("kindling_telemetry_store_size_bytes", "Size of the store on disk (database and log).", &[]),
+        }
+    }
+
+    fn update(&self, s: &kindling_store::StoreStats) {
+        self.queue_full.set(s.queue_full);
+        self.write_errors.set(s.write_errors);
+        self.sampled_out.set(s.sampled_out);
+        self.written.set(s.written);
+        self.size.set(s.size_bytes);
+    }
 }
 
 /// The pipeline's sizes and losses as self-telemetry.
