@@ -15,6 +15,9 @@
 //!
 //! Bad parameters are a 400 naming the parameter, like the rest of the API.
 
+// Handlers carry ready error responses in `Err`: once per request, size is no concern.
+#![allow(clippy::result_large_err)]
+
 use crate::params::{parse_bool, parse_duration, ParamError};
 use crate::{error, lock, ApiState};
 use axum::extract::{Path, Query, State};

@@ -226,6 +226,7 @@ impl Reader {
 
     /// An edge's per-minute history (all protocols and ports of the pair
     /// when they are not given).
+    #[allow(clippy::too_many_arguments)]
     pub fn edge_series(
         &self,
         src: &str,
@@ -304,7 +305,9 @@ impl Reader {
             rows.collect()
         })?;
         let window_s = ((to_ns.saturating_sub(from_ns)) as f64 / 1e9).max(1.0);
-        let mut edges: BTreeMap<(String, String, String, u16), (Edge, f64, u32)> = BTreeMap::new();
+        // (src, dst, protocol, port) -> (edge, sum and count of the minutes' RTTs)
+        type Acc = (Edge, f64, u32);
+        let mut edges: BTreeMap<(String, String, String, u16), Acc> = BTreeMap::new();
         for (src, dst, proto, port, n, f, tcp) in rows {
             let key = (src.clone(), dst.clone(), proto.clone(), port);
             let (e, rtt_sum, rtt_n) = edges.entry(key).or_insert_with(|| {

@@ -12,7 +12,7 @@ const SEC: u64 = 1_000_000_000;
 fn row(end_ts_ns: u64, n: u64, payload: usize) -> RequestRow {
     let record = serde_json::json!({
         "start_ts_ns": end_ts_ns - 5_000_000, "end_ts_ns": end_ts_ns, "protocol": "http", "side": "client",
-        "endpoint": format!("/item/{n}"), "duration_ns": 5_000_000 + n, "is_slow": n % 10 == 0, "is_error": n % 7 == 0,
+        "endpoint": format!("/item/{n}"), "duration_ns": 5_000_000 + n, "is_slow": n.is_multiple_of(10), "is_error": n.is_multiple_of(7),
         "breakdown": {"connect_ns": 0, "request_sent_ns": 1000, "waiting_ttfb_ns": 4_000_000, "content_download_ns": 2000},
         "pad": "x".repeat(payload),
     });
@@ -23,11 +23,11 @@ fn row(end_ts_ns: u64, n: u64, payload: usize) -> RequestRow {
         protocol: "http".into(),
         side: "client".into(),
         src_node: "process:frontend".into(),
-        dst_node: if n % 2 == 0 { "process:backend".into() } else { "process:other".into() },
+        dst_node: if n.is_multiple_of(2) { "process:backend".into() } else { "process:other".into() },
         dst_port: 8080,
         endpoint: format!("/item/{n}"),
-        is_error: n % 7 == 0,
-        is_slow: n % 10 == 0,
+        is_error: n.is_multiple_of(7),
+        is_slow: n.is_multiple_of(10),
         trace_id: format!("{n:032x}"),
         record: record.to_string(),
     }
@@ -271,7 +271,7 @@ fn crash_child() {
         if h.request(row(now_ns(), n, 600)) {
             n += 1;
         }
-        if n % 500 == 0 {
+        if n.is_multiple_of(500) {
             h.profile(&serde_json::json!({"id": format!("p{n}"), "request": {"start_ts_ns": now_ns()}}));
             h.rollup(Rollup { ts_ns: now_ns() / MINUTE_NS * MINUTE_NS, edges: vec![edge("a", "b", n, 2.0)], ..Rollup::default() });
         }
