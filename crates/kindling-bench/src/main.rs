@@ -7,15 +7,21 @@
 //!   the same hooks vs with nothing attached;
 //! - reader: wire records decoded per second by the user-space reader;
 //! - P1/P2: nginx+wrk throughput with `kindling run` on vs off, and its CPU per 10k req/s;
-//! - P4: a recording of real nginx+wrk traffic replayed through the analysis pipeline on one core.
+//! - P4: a recording of real nginx+wrk traffic replayed through the analysis pipeline on one core;
+//! - profile: a CPU-bound and a context-switch-heavy workload, profiled / not profiled.
 
 mod nginx;
+mod profile;
 mod replay;
 mod syscalls;
 
 use std::time::Instant;
 
 fn main() -> anyhow::Result<()> {
+    // A child of the profiling section: be its workload.
+    if let Ok(w) = std::env::var(profile::WORKLOAD_ENV) {
+        return profile::workload(&w);
+    }
     let only: Vec<String> = std::env::args().skip(1).collect();
     let wants = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     println!("kindling bench — ratios measured side by side in this run");
@@ -30,6 +36,9 @@ fn main() -> anyhow::Result<()> {
     }
     if wants("p4") {
         replay::p4()?;
+    }
+    if wants("profile") {
+        profile::profiling()?;
     }
     Ok(())
 }

@@ -175,6 +175,9 @@ pub struct Timelines {
     unwinder: Option<Unwinder>,
     /// User stacks the unwinder extended, interned by content.
     repaired: HashMap<Vec<u64>, Frames>,
+    /// The last extension of each (pid, frame-pointer stack): the kernel sends
+    /// no stack top when a thread blocks again where it blocked before.
+    last_repair: HashMap<(u32, u64), Frames>,
     /// User stacks first seen since `take_new_user_stacks` (by pid).
     fresh: Vec<(u32, Frames)>,
     slices: usize,
@@ -200,6 +203,7 @@ impl Timelines {
             pending_tops: HashMap::new(),
             unwinder: None,
             repaired: HashMap::new(),
+            last_repair: HashMap::new(),
             fresh: Vec::new(),
             slices: 0,
             samples: 0,
@@ -276,11 +280,23 @@ impl Timelines {
         let end = ev.ts_ns;
         let kstack = self.stacks.get(s.kstack);
         let mut ustack = self.stacks.get(s.ustack);
-        if let (Some(top), Some(fp)) = (self.pending_tops.remove(&ev.tid), &ustack) {
-            if top.offcpu_start_ns == s.offcpu_start_ns {
-                if let Some(full) = self.repair(ev.pid, fp, &top) {
-                    ustack = Some(full);
+        let top = self.pending_tops.remove(&ev.tid).filter(|t| t.offcpu_start_ns == s.offcpu_start_ns);
+        if let (Some(fp), true) = (&ustack, self.unwinder.is_some()) {
+            let repaired = match top {
+                Some(top) => {
+                    let r = self.repair(ev.pid, fp, &top);
+                    if let Some(f) = &r {
+                        if self.last_repair.len() >= self.cfg.max_stacks {
+                            self.last_repair.clear();
+                        }
+                        self.last_repair.insert((ev.pid, s.ustack), f.clone());
+                    }
+                    r
                 }
+                None => self.last_repair.get(&(ev.pid, s.ustack)).cloned(),
+            };
+            if repaired.is_some() {
+                ustack = repaired;
             }
         }
         let file = match self.pending_files.remove(&ev.tid) {

@@ -189,6 +189,7 @@ enum kd_fd_kind {
 
 #define KD_SLICE_PREEMPTED 1 /* runnable when switched out (no blocking) */
 #define KD_SLICE_IN_SYSCALL 2 /* `syscall` and its arguments are valid */
+#define KD_SLICE_STACKS_REUSED 4 /* blocked where it blocked last time: the stacks are that time's */
 
 struct kd_sched_slice {
 	struct kd_header hdr; /* ts_ns: switched in; tgid/tid/comm: the thread */

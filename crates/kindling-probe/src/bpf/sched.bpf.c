@@ -72,12 +72,33 @@ struct {
 	__type(value, struct sched_ctl);
 } ctl SEC(".maps");
 
-/* Per followed thread: the slice being built (hdr.tgid: its process). */
+/* Where a thread last blocked, to reuse its stacks when it blocks again in
+ * the same place (a loop around read(), a worker waiting on its queue): the
+ * stack walks are most of a switch's cost. Same syscall, same user registers
+ * and the same first return address, in the same stack generation. */
+struct block_site {
+	__s64 nr;
+	__u64 ip;
+	__u64 sp;
+	__u64 bp;
+	__u64 ret;
+	__u64 kstack;
+	__u64 ustack;
+	__u32 gen;
+	__u32 valid;
+};
+
+/* Per followed thread: the slice being built (s.hdr.tgid: its process). */
+struct thread_state {
+	struct kd_sched_slice s;
+	struct block_site last;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u32);
-	__type(value, struct kd_sched_slice);
+	__type(value, struct thread_state);
 } threads SEC(".maps");
 
 /* Stacks already sent, by hash -> the generation they were sent in. */
@@ -113,6 +134,8 @@ struct {
 
 /* Send the top of the user stack of blocked threads (off: frame pointers only). */
 const volatile bool send_stack_top = true;
+/* Reuse a thread's stacks when it blocks again at the same site (struct block_site). */
+const volatile bool reuse_stacks = true;
 
 /* BTF for the wire structs (libbpf-cargo generates Rust types from it). */
 struct kd_sched_slice _kd_sched_slice = {};
@@ -336,18 +359,19 @@ static __always_inline void switch_out(void *ctx, struct task_struct *prev, bool
 	if (!tgid_wanted(tgid))
 		return;
 	__u32 tid = prev->pid;
-	struct kd_sched_slice *st = bpf_map_lookup_elem(&threads, &tid);
-	if (!st) {
-		struct kd_sched_slice fresh = {};
-		fresh.hdr.tgid = tgid;
+	struct thread_state *ts = bpf_map_lookup_elem(&threads, &tid);
+	if (!ts) {
+		struct thread_state fresh = {};
+		fresh.s.hdr.tgid = tgid;
 		if (bpf_map_update_elem(&threads, &tid, &fresh, BPF_NOEXIST)) {
 			count_drop(KD_DROP_SCHED_THREAD_MAP_FULL);
 			return;
 		}
-		st = bpf_map_lookup_elem(&threads, &tid);
-		if (!st)
+		ts = bpf_map_lookup_elem(&threads, &tid);
+		if (!ts)
 			return;
 	}
+	struct kd_sched_slice *st = &ts->s;
 	st->offcpu_start = now;
 	st->wake_ts = 0;
 	st->waker_tid = 0;
@@ -364,25 +388,45 @@ static __always_inline void switch_out(void *ctx, struct task_struct *prev, bool
 	st->sport = 0;
 	st->dport = 0;
 	st->flags = runnable ? KD_SLICE_PREEMPTED : 0;
+	st->kstack = 0;
+	st->ustack = 0;
 	/* prev is still the current task here: its stacks are the ones read. */
-	st->kstack = stack_id(ctx, false, 0, gen);
-	st->ustack = stack_id(ctx, true, 0, gen);
-	if (runnable)
+	if (runnable || !bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_task_pt_regs)) {
+		st->kstack = stack_id(ctx, false, 0, gen);
+		st->ustack = stack_id(ctx, true, 0, gen);
 		return;
+	}
 	/* bpf_task_pt_regs is 5.15+: older kernels get slices without the syscall
 	 * the thread blocked in (the call is then dead code, never verified). */
-	if (!bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_task_pt_regs))
-		return;
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(prev);
-	if (!regs)
+	long nr = regs ? BPF_CORE_READ(regs, orig_ax) : -1;
+	if (nr < 0) {
+		st->kstack = stack_id(ctx, false, 0, gen);
+		st->ustack = stack_id(ctx, true, 0, gen);
 		return;
-	long nr = BPF_CORE_READ(regs, orig_ax);
-	if (nr < 0)
-		return;
+	}
 	st->syscall = nr;
 	st->flags |= KD_SLICE_IN_SYSCALL;
-	if (send_stack_top && st->ustack)
-		emit_stack_top(regs, st, now);
+	struct block_site here = { .nr = nr, .gen = gen, .valid = 1 };
+	here.ip = BPF_CORE_READ(regs, ip);
+	here.sp = BPF_CORE_READ(regs, sp);
+	here.bp = BPF_CORE_READ(regs, bp);
+	bpf_probe_read_user(&here.ret, sizeof(here.ret), (void *)(here.bp + 8));
+	struct block_site *last = &ts->last;
+	if (reuse_stacks && last->valid && last->gen == gen && last->nr == nr && last->ip == here.ip &&
+	    last->sp == here.sp && last->bp == here.bp && last->ret == here.ret) {
+		st->kstack = last->kstack;
+		st->ustack = last->ustack;
+		st->flags |= KD_SLICE_STACKS_REUSED;
+	} else {
+		st->kstack = stack_id(ctx, false, 0, gen);
+		st->ustack = stack_id(ctx, true, 0, gen);
+		here.kstack = st->kstack;
+		here.ustack = st->ustack;
+		*last = here;
+		if (send_stack_top && st->ustack)
+			emit_stack_top(regs, st, now);
+	}
 	st->arg1 = BPF_CORE_READ(regs, si);
 	if (fd_syscall(nr)) {
 		st->fd = (int)BPF_CORE_READ(regs, di);
@@ -394,14 +438,14 @@ static __always_inline void switch_in(struct task_struct *next, __u64 now)
 {
 	__u32 tid = next->pid;
 	__u32 tgid = next->tgid;
-	struct kd_sched_slice *st = bpf_map_lookup_elem(&threads, &tid);
-	if (!st) {
+	struct thread_state *ts = bpf_map_lookup_elem(&threads, &tid);
+	if (!ts) {
 		if (!tgid_wanted(tgid))
 			return;
 		/* First sight of a thread of interest: its turn on the CPU starts now. */
-		struct kd_sched_slice fresh = {};
-		fresh.hdr.tgid = tgid;
-		fresh.oncpu_start = now;
+		struct thread_state fresh = {};
+		fresh.s.hdr.tgid = tgid;
+		fresh.s.oncpu_start = now;
 		if (bpf_map_update_elem(&threads, &tid, &fresh, BPF_NOEXIST))
 			count_drop(KD_DROP_SCHED_THREAD_MAP_FULL);
 		return;
@@ -410,6 +454,7 @@ static __always_inline void switch_in(struct task_struct *next, __u64 now)
 		bpf_map_delete_elem(&threads, &tid);
 		return;
 	}
+	struct kd_sched_slice *st = &ts->s;
 	if (st->offcpu_start) {
 		struct kd_sched_slice *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 		if (!e) {
@@ -470,24 +515,25 @@ static __always_inline void on_wakeup(struct task_struct *p, bool new_task)
 		return;
 	__u32 tid = p->pid;
 	__u64 now = bpf_ktime_get_ns();
-	struct kd_sched_slice *st = bpf_map_lookup_elem(&threads, &tid);
-	if (!st) {
+	struct thread_state *ts = bpf_map_lookup_elem(&threads, &tid);
+	if (!ts) {
 		if (!new_task || !tgid_wanted(p->tgid))
 			return;
 		/* A new thread: it waits in the run queue from now until it first runs. */
-		struct kd_sched_slice fresh = {};
-		fresh.hdr.tgid = p->tgid;
-		fresh.offcpu_start = now;
-		fresh.wake_ts = now;
-		fresh.syscall = -1;
-		fresh.fd = -1;
+		struct thread_state fresh = {};
+		fresh.s.hdr.tgid = p->tgid;
+		fresh.s.offcpu_start = now;
+		fresh.s.wake_ts = now;
+		fresh.s.syscall = -1;
+		fresh.s.fd = -1;
 		__u64 id = bpf_get_current_pid_tgid();
-		fresh.waker_tid = (__u32)id;
-		fresh.waker_tgid = id >> 32;
+		fresh.s.waker_tid = (__u32)id;
+		fresh.s.waker_tgid = id >> 32;
 		if (bpf_map_update_elem(&threads, &tid, &fresh, BPF_NOEXIST))
 			count_drop(KD_DROP_SCHED_THREAD_MAP_FULL);
 		return;
 	}
+	struct kd_sched_slice *st = &ts->s;
 	if (!st->offcpu_start || st->wake_ts || (st->flags & KD_SLICE_PREEMPTED))
 		return;
 	__u64 id = bpf_get_current_pid_tgid();
