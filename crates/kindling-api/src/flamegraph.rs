@@ -22,6 +22,9 @@ pub const MAX_SECONDS: u64 = 300;
 /// Extra wait after the window: events reach the timelines through the ring
 /// buffer and the analysis thread's batches.
 const SETTLE: Duration = Duration::from_millis(700);
+/// How long the kernel may take to start following a process (the analysis
+/// loop pushes changes every half second).
+const APPLY_WAIT: Duration = Duration::from_secs(3);
 
 /// A validated request.
 #[derive(Debug, PartialEq, Eq)]
@@ -75,20 +78,31 @@ pub async fn flamegraph(State(s): State<Arc<ApiState>>, Query(q): Query<HashMap<
         return error(StatusCode::NOT_FOUND, format!("no process {}", fq.pid));
     }
     let window = Duration::from_secs(fq.seconds);
-    let start = now_ns();
+    let asked = now_ns();
     // Follow the process at least until this window is over; answer from
     // what is there if it was already followed for the whole window.
     let covered = {
         let mut p = crate::lock(&s.pipeline);
-        let until = start + (window + SETTLE + Duration::from_secs(2)).as_nanos() as u64;
+        let until = asked + (window + SETTLE + APPLY_WAIT + Duration::from_secs(2)).as_nanos() as u64;
         if !p.profiling_mut().interest.want_until(fq.pid, until) {
             return error(StatusCode::SERVICE_UNAVAILABLE, "too many processes are being profiled".into());
         }
-        p.profiling().timelines.since(fq.pid).is_some_and(|since| since + window.as_nanos() as u64 <= start)
+        let pr = p.profiling();
+        pr.interest.is_applied(fq.pid)
+            && pr.timelines.since(fq.pid).is_some_and(|since| since + window.as_nanos() as u64 <= asked)
     };
     let (t0, t1) = if covered {
-        (start - window.as_nanos() as u64, start)
+        (asked - window.as_nanos() as u64, asked)
     } else {
+        // The window starts once the kernel follows the process.
+        let deadline = tokio::time::Instant::now() + APPLY_WAIT;
+        while !crate::lock(&s.pipeline).profiling().interest.is_applied(fq.pid) {
+            if tokio::time::Instant::now() >= deadline {
+                return error(StatusCode::SERVICE_UNAVAILABLE, "the profiler did not start following the process".into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let start = now_ns();
         tokio::time::sleep(window + SETTLE).await;
         (start, start + window.as_nanos() as u64)
     };

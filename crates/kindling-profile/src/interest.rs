@@ -13,6 +13,8 @@ pub struct Interest {
     held: HashMap<String, BTreeSet<u32>>,
     changed: bool,
     capacity: usize,
+    /// The set the kernel follows now (as last reported by `applied`).
+    applied: BTreeSet<u32>,
 }
 
 impl Interest {
@@ -88,6 +90,16 @@ impl Interest {
     pub fn take_change(&mut self) -> Option<Vec<u32>> {
         std::mem::take(&mut self.changed).then(|| self.pids())
     }
+
+    /// The owner of the probe reports the set the kernel now follows.
+    pub fn applied(&mut self, pids: &[u32]) {
+        self.applied = pids.iter().copied().collect();
+    }
+
+    /// Whether the kernel follows `pid` already.
+    pub fn is_applied(&self, pid: u32) -> bool {
+        self.applied.contains(&pid)
+    }
 }
 
 #[cfg(test)]
@@ -98,7 +110,10 @@ mod tests {
     fn union_expiry_and_changes() {
         let mut i = Interest::new(3);
         assert!(i.want_until(10, 100));
+        assert!(!i.is_applied(10));
         assert_eq!(i.take_change(), Some(vec![10]));
+        i.applied(&[10]);
+        assert!(i.is_applied(10));
         assert_eq!(i.take_change(), None);
         assert!(i.want_until(10, 200));
         assert_eq!(i.take_change(), None, "extending is not a change");

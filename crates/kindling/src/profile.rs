@@ -178,8 +178,9 @@ fn summary(raw: &RawProfile, tl: &Timelines, kernel: &[(&str, u64)], queue_full:
 pub fn sync_agent(probe: &kindling_probe::ProbeHandle, p: &mut kindling_pipeline::Pipeline, t: &kindling_telemetry::Telemetry) {
     let pr = p.profiling_mut();
     if let Some(pids) = pr.interest.take_change() {
-        if let Err(e) = probe.set_sched_pids(&pids) {
-            tracing::warn!("cannot change the profiled processes: {e}");
+        match probe.set_sched_pids(&pids) {
+            Ok(()) => pr.interest.applied(&pids),
+            Err(e) => tracing::warn!("cannot change the profiled processes: {e}"),
         }
     }
     if pr.timelines.take_stack_reset() {

@@ -236,9 +236,12 @@ fn profile_burn_cpu_on_cpu_and_sleep_match_the_clock() {
     assert!(in_burn as f64 >= 0.9 * samples as f64, "burn_cpu in {in_burn} of {samples} samples; {stderr:?}");
     let top = stacks.iter().max_by_key(|s| s.1).expect("a stack");
     assert!(top.0.iter().any(|f| f == "main") && top.0.iter().any(|f| f == "burn_cpu"), "top stack {:?}", top.0);
-    // Sampled CPU time (99 Hz) vs the CPU time the program measured.
+    // Sampled CPU time (99 Hz) vs the CPU time the program measured: within
+    // 10%, or three standard deviations of the sample count when the machine
+    // is so busy the program got few samples.
     let sampled_ms = samples as f64 * 1000.0 / 99.0;
-    assert!(within(sampled_ms, cpu_ms, 0.10), "sampled {sampled_ms:.0} ms on CPU, program says {cpu_ms:.0} ms");
+    let slack = (0.10 * cpu_ms).max(3.0 * (cpu_ms / (1000.0 / 99.0)).sqrt() * (1000.0 / 99.0));
+    assert!((sampled_ms - cpu_ms).abs() <= slack, "sampled {sampled_ms:.0} ms on CPU, program says {cpu_ms:.0} ms");
 
     // Slices: on-CPU and sleep time vs the program's own clocks, and together the wall clock.
     let doc: Value = serde_json::from_slice(&json).expect("timeline JSON");
@@ -592,9 +595,11 @@ fn profile_api_flamegraph_of_a_running_process() {
         stacks.iter().any(|s| s.0[0] == "oncpu" && s.0.iter().any(|f| f == "burn_cpu")),
         "no on-CPU burn_cpu stack: {body}"
     );
-    // 2 s of a 60/40 burner, in microseconds: on-CPU and sleep both there, about 2 s in all.
-    let (on, sleep) = (root("oncpu"), root("sleep"));
-    assert!(on > 600_000 && sleep > 400_000 && on + sleep < 2_600_000, "oncpu {on} us, sleep {sleep} us");
+    // 2 s of a 60/40 burner, in microseconds: on-CPU, sleep and waiting for a
+    // CPU (on a busy machine) make up the 2 s.
+    let (on, sleep, rq) = (root("oncpu"), root("sleep"), root("runqueue"));
+    assert!(on > 100_000 && sleep > 200_000, "oncpu {on} us, sleep {sleep} us");
+    assert!(within((on + sleep + rq) as f64, 2_000_000.0, 0.15), "oncpu {on} + sleep {sleep} + runqueue {rq} us");
 
     // pprof is gzip; speedscope is JSON.
     let url = |fmt: &str| format!("http://127.0.0.1:{}/api/v1/flamegraph?pid={pid}&seconds=1&format={fmt}", agent.port);
