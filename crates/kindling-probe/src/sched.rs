@@ -271,6 +271,39 @@ impl SchedControl {
             .map_err(|e| ProbeError::Maps(format!("sched ctl: {e}")))
     }
 
+    /// Slices still open in the kernel, as wire records ending now (`now_mono`,
+    /// the kernel's clock): threads off the CPU since `offcpu_start` (never
+    /// switched in again, so never reported), and threads on the CPU since
+    /// `oncpu_start`. Call at the end of a recording so long waits count.
+    pub fn open_slices(&self, now_mono: u64) -> Vec<Vec<u8>> {
+        use kindling_events::sched::{kind, slice};
+        use kindling_events::wire::header;
+        let mut out = Vec::new();
+        for k in self.threads.keys().take(65_536) {
+            let Ok(Some(v)) = self.threads.lookup(&k, MapFlags::ANY) else { continue };
+            if v.len() < slice::SIZE || k.len() < 4 {
+                continue;
+            }
+            let mut rec = v[..slice::SIZE].to_vec();
+            let u64_at = |o: usize| u64::from_ne_bytes(rec[o..o + 8].try_into().unwrap_or([0; 8]));
+            let (on, off) = (u64_at(slice::ONCPU_START), u64_at(slice::OFFCPU_START));
+            if off == 0 {
+                if on == 0 || on >= now_mono {
+                    continue;
+                }
+                // On the CPU: an on-CPU slice up to now, nothing off.
+                rec[slice::OFFCPU_START..slice::OFFCPU_START + 8].copy_from_slice(&now_mono.to_ne_bytes());
+            } else if off >= now_mono {
+                continue;
+            }
+            rec[header::TS_NS..header::TS_NS + 8].copy_from_slice(&now_mono.to_ne_bytes());
+            rec[header::KIND..header::KIND + 4].copy_from_slice(&kind::SLICE.to_ne_bytes());
+            rec[header::TID..header::TID + 4].copy_from_slice(&k[..4]);
+            out.push(rec);
+        }
+        out
+    }
+
     /// Drops the kernel's state of threads whose process is no longer wanted.
     fn forget_threads(&self, keep: &HashSet<u32>) {
         let tgid_off = kindling_events::wire::header::TGID;

@@ -24,6 +24,8 @@ use std::time::{Duration, Instant};
 /// Frames recovered at most above the leaf before giving up.
 const MAX_STEPS: usize = 8;
 const MAX_FILES: usize = 256;
+/// Unwind tables kept in memory at most (bytes, all files together).
+const MAX_TABLE_BYTES: usize = 64 << 20;
 const MAX_PROCS: usize = 256;
 
 /// A thread's registers and stack bytes at the moment it blocked.
@@ -71,6 +73,7 @@ impl ElfUnwind {
 pub struct Unwinder {
     maps: HashMap<u32, (Instant, Arc<Vec<Mapping>>)>,
     files: HashMap<String, Option<Arc<ElfUnwind>>>,
+    table_bytes: usize,
     /// Stacks the unwind tables extended.
     pub repaired: u64,
     /// Stacks left as the frame-pointer walk gave them.
@@ -191,12 +194,14 @@ impl Unwinder {
         if let Some(e) = self.files.get(path) {
             return e.clone();
         }
-        if self.files.len() >= MAX_FILES {
+        if self.files.len() >= MAX_FILES || self.table_bytes >= MAX_TABLE_BYTES {
             self.files.clear();
+            self.table_bytes = 0;
         }
         // Through the process's root, so containers' files are the right ones.
         let data = std::fs::read(format!("/proc/{pid}/root{path}")).or_else(|_| std::fs::read(path)).ok();
         let e = data.as_deref().and_then(parse_elf).map(Arc::new);
+        self.table_bytes += e.as_ref().map_or(0, |e| e.eh_frame.len() + e.eh_frame_hdr.len());
         self.files.insert(path.to_string(), e.clone());
         e
     }

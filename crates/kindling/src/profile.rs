@@ -114,6 +114,14 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
     for ev in rx.try_iter() {
         observe(&mut tl, &mut sym, ev);
     }
+    // Waits still going on when we detached (and turns on the CPU) end then:
+    // count them too (the kernel's state outlives the programs).
+    let mono_now = (crate::source::now_ns() as i64 - decoder.realtime_offset_ns) as u64;
+    for raw in control.open_slices(mono_now) {
+        if let Ok(ev) = decoder.decode(&raw) {
+            observe(&mut tl, &mut sym, ev);
+        }
+    }
 
     let raw = RawProfile::collect(&tl, args.pid, t0, t1, kind, kindling_profile::sample_period_ns(args.frequency));
     let bytes = match format {
