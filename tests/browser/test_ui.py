@@ -37,8 +37,10 @@ BACKEND = "process:python3 backend.py"
 REDIS = "process:redis-server"
 POSTGRES = "process:postgres"
 EDGES = [(LOADGEN, FRONTEND, "http"), (FRONTEND, BACKEND, "http"), (BACKEND, REDIS, "redis"), (BACKEND, POSTGRES, "postgresql")]
+# The last one keeps chromium from looking up its autofill server (DNS queries
+# that fail here and would show on the map as chromium's errors).
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
+                 "--disable-component-update", "--no-first-run", "--disable-features=AutofillServerCommunication"]
 
 
 def free_port():
@@ -178,6 +180,20 @@ def edge_selector(src, dst, protocol):
     return f'g.edge[data-edge^="{src}|{dst}|{protocol}|"]'
 
 
+def click_edge(page, src, dst, protocol):
+    """Clicks an edge where a person would: on its label, else on the middle of its line."""
+    expect(page.locator(edge_selector(src, dst, protocol))).to_have_count(1, timeout=15000)
+    label = page.locator(f'text.edge-label[data-edge^="{src}|{dst}|{protocol}|"]')
+    if label.count():
+        label.click()
+        return
+    page.locator(edge_selector(src, dst, protocol)).scroll_into_view_if_needed()
+    x, y = page.locator(edge_selector(src, dst, protocol) + " path.line").evaluate(
+        """p => { const m = p.getScreenCTM(), q = p.getPointAtLength(p.getTotalLength() / 2);
+               const r = new DOMPoint(q.x, q.y).matrixTransform(m); return [r.x, r.y]; }""")
+    page.mouse.click(x, y)
+
+
 def test_service_map_shows_the_services_and_their_calls(env, page):
     agent = env["agent"]
     page.goto(agent.url())
@@ -205,8 +221,7 @@ def test_service_map_shows_the_services_and_their_calls(env, page):
 def test_clicking_an_edge_lists_its_requests_and_a_request_shows_its_breakdown(env, page):
     agent = env["agent"]
     page.goto(agent.url("#/map"))
-    # Click the edge where a person would: on its label, on the line.
-    page.locator(f'text.edge-label[data-edge^="{FRONTEND}|{BACKEND}|http|"]').click()
+    click_edge(page, FRONTEND, BACKEND, "http")
     detail = page.locator("#detail")
     expect(detail.locator("h2")).to_contain_text("python3 frontend.py → python3 backend.py")
     expect(detail.locator(".chart svg")).to_have_count(3)
@@ -257,7 +272,7 @@ def test_request_explorer_filters_and_reveals_the_slow_query(env, page):
     sides = sorted(t.split("\t")[2].strip() for t in rows.all_inner_texts())
     assert sides == ["client", "server"], sides
     # Errors only.
-    page.goto(agent.url("#/requests?error=true"))
+    page.goto(agent.url("#/requests?error=true&protocol=http"))
     expect(rows.first).to_be_visible(timeout=60000)
     expect(rows.filter(has_not_text="error")).to_have_count(0)
     expect(rows.first).to_contain_text(re.compile("50[23]"))
@@ -329,8 +344,13 @@ def test_trace_profile_view_from_a_fixture(env, page):
 
 def test_a_restart_after_kill_9_shows_the_stored_history(env, page):
     agent = env["agent"]
-    # Wait for a minute of rollups to be stored (a minute is rolled up 15 s after it ends).
-    wait_for("a stored minute of rollups", lambda: agent.json("/api/v1/ui/status")["store"]["edge_minutes"] > 0, 110)
+    def stored_edges(a):
+        hist = a.json("/api/v1/ui/map?window=1h")
+        assert hist["source"] == "store"
+        have = {(e["src"], e["dst"], e["protocol"]) for e in hist["edges"]}
+        return all(e in have for e in EDGES)
+    # A minute is rolled up 15 s after it ends: wait for one with the demo's traffic.
+    wait_for("the demo's edges in the stored rollups", lambda: stored_edges(agent), 150)
     before = agent.json("/api/v1/ui/requests?limit=1000")
     assert before, "requests are stored"
     killed_at = time.time_ns()
@@ -345,10 +365,7 @@ def test_a_restart_after_kill_9_shows_the_stored_history(env, page):
     oldest = min(r["end_ts_ns"] for r in after)
     lost = [r["id"] for r in before if r["end_ts_ns"] >= oldest and r["id"] not in ids]
     assert not lost, f"stored requests lost by the kill: {lost[:10]}"
-    hist = restarted.json("/api/v1/ui/map?window=1h")
-    assert hist["source"] == "store"
-    have = {(e["src"], e["dst"], e["protocol"]) for e in hist["edges"]}
-    assert all(e in have for e in EDGES), have
+    assert stored_edges(restarted), restarted.json("/api/v1/ui/map?window=1h")
     # The UI shows the history through the 1-hour window.
     page.goto(restarted.url("?window=1h#/map"))
     expect(page.locator("#window")).to_have_value("1h")

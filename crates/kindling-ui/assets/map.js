@@ -16,7 +16,7 @@ K.visible = function (topo) {
   return Object.assign({}, topo, { edges, nodes: topo.nodes.filter((n) => used.has(n.id)), hidden: topo.edges.length - edges.length });
 };
 
-const NODE_W = 180, NODE_H = 46, COL_W = 255, ROW_H = 80, MARGIN = 20;
+const NODE_W = 156, NODE_H = 46, COL_W = 252, ROW_H = 78, MARGIN = 20;
 
 /** Columns by longest path from the callers; rows ordered to limit crossings. */
 K.layout = function (topo) {
@@ -78,9 +78,10 @@ K.layout = function (topo) {
 /** How an edge looks: health class, width, label and texts. */
 K.edgeLook = function (e, nodes, selected) {
   const h = K.health(e);
+  // Short lines, to fit between two columns of nodes.
   const label = e.requests > 0
-    ? `${e.protocol} ${K.rate(e.rps)} · p99 ${K.ms(e.p99_ms)}` + (e.errors ? ` · ${K.pct(e.error_rate)} err` : "")
-    : K.idle(e) ? "" : `tcp :${e.dst_port} · ` + h.why.join(", ");
+    ? [`${e.protocol} ${K.rate(e.rps)}`, `p99 ${K.ms(e.p99_ms)}`, e.errors ? `${K.pct(e.error_rate)} errors` : null]
+    : K.idle(e) ? null : [`tcp :${e.dst_port}`, h.why[0]];
   return {
     cls: "edge " + h.level + (selected ? " selected" : ""),
     width: (1.5 + Math.min(5, Math.log10(1 + (e.rps || 0)) * 2)).toFixed(1),
@@ -89,6 +90,12 @@ K.edgeLook = function (e, nodes, selected) {
     aria: "Edge " + K.edgeText(e, nodes),
     title: K.edgeText(e, nodes) + (h.why.length ? "\n" + h.why.join(", ") : ""),
   };
+};
+
+/** An edge label's lines as tspans. */
+K.setLabel = function (text, lines) {
+  const x = text.getAttribute("x");
+  text.replaceChildren(...lines.filter(Boolean).map((l, i) => K.el("tspan", { x, dy: i ? "1.25em" : 0 }, l)));
 };
 
 K.renderMap = function (topo) {
@@ -114,7 +121,7 @@ K.renderMap = function (topo) {
       r.title.textContent = look.title;
       r.line.setAttribute("stroke-width", look.width);
       r.line.setAttribute("marker-end", look.marker);
-      if (r.text) r.text.textContent = look.label;
+      if (r.text && look.label) K.setLabel(r.text, look.label);
     }
     return;
   }
@@ -134,7 +141,10 @@ K.renderMap = function (topo) {
   const pairCount = new Map();
   const edgesG = K.el("g", { class: "edges" });
   const labelsG = K.el("g", { class: "labels" });
-  for (const e of topo.edges) {
+  const labels = [];
+  // The busiest edges are drawn last: on top, where a click finds them.
+  const order = [...topo.edges].sort((x, y) => (x.requests > 0) - (y.requests > 0) || (x.rps || 0) - (y.rps || 0));
+  for (const e of order) {
     const a = pos.get(e.src), b = pos.get(e.dst);
     if (!a || !b) continue;
     const pair = e.src + "|" + e.dst;
@@ -163,15 +173,29 @@ K.renderMap = function (topo) {
       onclick: pick, onkeydown: (ev) => { if (ev.key === "Enter") pick(); },
     }, title, K.el("path", { class: "hit", d }), line);
     edgesG.append(g);
-    const text = look.label || e.requests > 0 ? K.el("text", { x: lx, y: ly, "text-anchor": "middle", class: "edge-label", "data-edge": key, onclick: pick }, look.label) : null;
-    if (text) labelsG.append(text);
+    const text = look.label ? K.el("text", { x: lx, y: ly - 7, "text-anchor": "middle", class: "edge-label", "data-edge": key, onclick: pick }) : null;
+    if (text) {
+      K.setLabel(text, look.label);
+      const w = Math.max(...look.label.filter(Boolean).map((l) => l.length)) * 6.9;
+      labels.push({ text, x: lx, y: ly - 7, w, rank: [isSel(e) ? 0 : 1, e.requests > 0 ? 0 : 1, -(e.rps || 0)] });
+    }
     K.map.refs.set(key, { g, line, title, text });
+  }
+  // Labels that would overlap a node or a more important label are left out
+  // (the edge keeps its tooltip, its accessible label and its line in the list).
+  const boxes = [...pos.values()].map((p) => [p.x, p.y, p.x + NODE_W, p.y + NODE_H]);
+  labels.sort((a, b) => a.rank[0] - b.rank[0] || a.rank[1] - b.rank[1] || a.rank[2] - b.rank[2]);
+  for (const l of labels) {
+    const r = [l.x - l.w / 2, l.y - 13, l.x + l.w / 2, l.y + 4 + 16 * (l.text.childNodes.length - 1)];
+    if (boxes.some((b) => r[0] < b[2] && b[0] < r[2] && r[1] < b[3] && b[1] < r[3])) continue;
+    boxes.push(r);
+    labelsG.append(l.text);
   }
   const nodesG = K.el("g", { class: "nodes" });
   for (const [id, p] of pos) {
     const n = nodes.get(id) || { id, name: K.nodeName(id), kind: id.split(":")[0] };
     const name = n.name || id;
-    const short = name.length > 26 ? name.slice(0, 25) + "…" : name;
+    const short = name.length > 20 ? name.slice(0, 19) + "…" : name;
     const selected = sel && sel.type === "node" && sel.id === id;
     const sub = n.kind === "external" ? "external" : [n.kind, n.ip].filter(Boolean).join(" · ");
     nodesG.append(K.el("g", {
@@ -183,7 +207,7 @@ K.renderMap = function (topo) {
       K.el("title", {}, name + "\n" + id),
       K.el("rect", { width: NODE_W, height: NODE_H, rx: 6 }),
       K.el("text", { x: 10, y: 19 }, short),
-      K.el("text", { x: 10, y: 36, class: "kind" }, sub.length > 30 ? sub.slice(0, 29) + "…" : sub)));
+      K.el("text", { x: 10, y: 36, class: "kind" }, sub.length > 24 ? sub.slice(0, 23) + "…" : sub)));
   }
   svg.append(edgesG, labelsG, nodesG);
   // Scaled to the box, but never so small that the text is hard to read:

@@ -159,8 +159,11 @@ K.chart = function (title, points, value, fmt, kind) {
     d += "L" + x(n - 1) + " " + (H - pad) + " Z";
   }
   const last = [...vals].reverse().find((v) => v !== null && v !== undefined);
+  // A latency point without neighbours would draw no line: a dot instead.
+  const dots = kind === "lat" ? vals.map((v, i) => (v !== null && v !== undefined && (vals[i - 1] === null || vals[i - 1] === undefined) && (vals[i + 1] === null || vals[i + 1] === undefined)
+    ? K.el("rect", { x: x(i) - 2, y: y(v) - 2, width: 4, height: 4, class: "dot-lat" }) : null)) : [];
   const svg = K.el("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img", "aria-label": title },
-    d ? K.el("path", { d, class: kind || "area" }) : null);
+    d ? K.el("path", { d, class: kind || "area" }) : null, dots);
   return K.el("div", { class: "chart" },
     K.el("div", { class: "title" }, K.el("span", {}, title), K.el("span", {}, "max " + fmt(max) + (last !== undefined ? " · last " + fmt(last) : ""))),
     svg);
