@@ -103,7 +103,7 @@ impl RawProfile {
             }
         }
         let mut stacks: Vec<RawStack> = agg.into_values().collect();
-        stacks.sort_by(|a, b| b.weight_ns.cmp(&a.weight_ns));
+        stacks.sort_by_key(|s| std::cmp::Reverse(s.weight_ns));
         RawProfile { pid, kind, start_ns: t0, end_ns: t1, sample_period_ns, stacks, samples, offcpu_ns }
     }
 }

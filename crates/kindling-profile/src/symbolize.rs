@@ -59,11 +59,7 @@ impl Symbolizer {
             let mut src = Process::new(pid.into());
             src.perf_map = false;
             let names = resolve(&self.blaze, &Source::Process(src), &missing);
-            if !self.perf_maps.contains_key(&pid) {
-                let map = read_perf_map(pid);
-                self.perf_maps.insert(pid, map);
-            }
-            let jit = &self.perf_maps[&pid];
+            let jit = self.perf_maps.entry(pid).or_insert_with(|| read_perf_map(pid));
             for (a, n) in missing.iter().zip(names) {
                 let n = if &*n == UNKNOWN { jit_name(jit, *a).unwrap_or(n) } else { n };
                 self.user.insert((pid, *a), n);

@@ -151,7 +151,7 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
 fn summary(raw: &RawProfile, tl: &Timelines, kernel: &[(&str, u64)], queue_full: u64, decode_error: u64) {
     let secs = raw.end_ns.saturating_sub(raw.start_ns) as f64 / 1e9;
     let mut off: Vec<(&str, u64)> = raw.offcpu_ns.iter().map(|(k, v)| (*k, *v)).collect();
-    off.sort_by(|a, b| b.1.cmp(&a.1));
+    off.sort_by_key(|o| std::cmp::Reverse(o.1));
     let off: Vec<String> = off.iter().map(|(k, v)| format!("{k}={:.3}s", *v as f64 / 1e9)).collect();
     let st = tl.stats();
     let mut drops: Vec<String> = kernel
