@@ -177,6 +177,9 @@ async fn stored_requests_with_their_edge() {
     }
     assert!(all.windows(2).all(|w| w[0]["end_ts_ns"].as_u64() >= w[1]["end_ts_ns"].as_u64()), "newest first");
     let (src, dst) = (r["src_node"].as_str().unwrap(), r["dst_node"].as_str().unwrap());
+    assert!(src.contains(':') && dst.contains(':') && src != dst, "the pipeline names the edge: {src} -> {dst}");
+    let topo = json("/api/v1/ui/map?window=5m").await;
+    assert_eq!((topo["edges"][0]["src"].as_str(), topo["edges"][0]["dst"].as_str()), (Some(src), Some(dst)), "the map's edge");
     let edge = json(&format!("/api/v1/ui/requests?src={src}&dst={dst}&sort=slowest&limit=2").replace(' ', "%20")).await;
     assert_eq!(edge.as_array().unwrap().len(), 2);
     assert_eq!(edge[0]["status"], "500", "slowest first: {edge}");

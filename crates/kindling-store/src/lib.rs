@@ -79,7 +79,8 @@ impl StoreConfig {
             max_size_bytes: 1024 * 1024 * 1024,
             requests_per_endpoint_per_second: 10,
             max_kept_per_second: 2_000,
-            queue: 65_536,
+            // ~1 KiB a request row: at most ~8 MiB waiting.
+            queue: 8_192,
             commit_interval: Duration::from_millis(500),
             retention_interval: Duration::from_secs(30),
         }
