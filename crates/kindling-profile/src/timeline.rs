@@ -594,6 +594,57 @@ mod tests {
         assert_eq!(t.stats().stack_unknown, 2);
     }
 
+    use proptest::prelude::*;
+
+    fn arb_event() -> impl Strategy<Value = Event> {
+        let slice = (0u64..5_000, 0u64..5_000, 0u64..5_000, any::<bool>(), -1i64..500, 0u64..4, 0u64..4).prop_map(
+            |(on, off, wake, preempted, syscall, k, u)| {
+                let mut s = sl(on, off, wake, syscall);
+                s.preempted = preempted;
+                s.kstack = k;
+                s.ustack = u;
+                SchedEvent::Slice(s)
+            },
+        );
+        let body = prop_oneof![
+            slice,
+            (0u64..4, 0u64..4).prop_map(|(k, u)| SchedEvent::Sample(SchedSample { kstack: k, ustack: u })),
+            (0u64..4, proptest::collection::vec(any::<u64>(), 0..8))
+                .prop_map(|(id, frames)| SchedEvent::Stack(SchedStack { id, kernel: id % 2 == 0, frames })),
+            (0u64..5_000).prop_map(|t| SchedEvent::File(SchedFile { offcpu_start_ns: t, path: "/x".into() })),
+        ];
+        (1u32..4, 1u32..8, 0u64..6_000, body).prop_map(|(pid, tid, ts, b)| ev(pid, tid, ts, b))
+    }
+
+    proptest! {
+        /// Any sequence of events: no panic, the bounds hold, queries give
+        /// well-formed slices in time order inside the window.
+        #[test]
+        fn arbitrary_events_stay_bounded(events in proptest::collection::vec(arb_event(), 0..300),
+                                         t0 in 0u64..3_000, len in 1u64..4_000) {
+            let cfg = TimelineConfig { max_slices: 50, max_samples: 20, max_stacks: 3, max_processes: 2, retention_ns: 10_000 };
+            let mut t = Timelines::new(cfg);
+            for e in &events {
+                t.observe(e);
+                let st = t.stats();
+                prop_assert!(st.slices <= 50 && st.samples <= 20 && st.stacks <= 3);
+            }
+            for pid in 1..4 {
+                for th in t.threads(pid, None, t0, t0 + len) {
+                    let mut last = 0;
+                    for s in &th.slices {
+                        prop_assert!(s.start_ns < s.end_ns && s.start_ns >= t0 && s.end_ns <= t0 + len);
+                        prop_assert!(s.start_ns >= last);
+                        last = s.start_ns;
+                    }
+                }
+                prop_assert!(t.samples(pid, t0, t0 + len).iter().all(|s| s.ts_ns >= t0 && s.ts_ns < t0 + len));
+            }
+            t.tick(1_000_000);
+            prop_assert_eq!(t.stats().slices, 0);
+        }
+    }
+
     #[test]
     fn bounded_and_retained() {
         let cfg = TimelineConfig { max_slices: 10, max_samples: 5, retention_ns: 1000, ..Default::default() };
