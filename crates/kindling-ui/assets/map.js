@@ -253,7 +253,7 @@ K.slowestTable = async function (params, title) {
     title: "Show this request's breakdown",
   },
     K.el("td", {}, K.time(r.end_ts_ns)),
-    K.el("td", { class: "ep" }, (r.method ? r.method + " " : "") + r.endpoint,
+    K.el("td", { class: "ep" }, K.reqName(r),
       r.is_error ? K.el("span", { class: "badge err" }, " " + r.status) : null),
     K.el("td", { class: "small" }, r.side),
     K.el("td", { class: "num" }, K.ns(r.duration_ns))));

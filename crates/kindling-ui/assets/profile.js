@@ -66,7 +66,7 @@ K.renderProfile = function () {
   const box = K.$("#profile");
   box.replaceChildren(
     K.el("div", { class: "panel" },
-      K.el("h2", {}, "Trace-profile: ", (r.method ? r.method + " " : "") + (r.endpoint || "request"), " ",
+      K.el("h2", {}, "Trace-profile: ", K.reqName(r), " ",
         K.el("span", { class: "badge " + (p.kept_because === "error" ? "err" : p.kept_because) }, "kept: " + p.kept_because)),
       K.el("div", { class: "summary" }, K.ns(r.duration_ns || 0), " · ", r.protocol || "", " ", r.side || "", " · status ", String(r.status === undefined ? "–" : r.status),
         " · ", r.comm || "", r.pid ? ` (pid ${r.pid})` : "", " · ", K.dateTime(r.start_ts_ns)),
@@ -182,7 +182,7 @@ K.sliceDetail = function () {
     (s.stack || []).length ? K.el("div", { class: "stack", id: "slice-stack" }, (s.stack || []).map(K.frameName).join("\n")) : K.el("p", { class: "muted" }, "No stack."),
     K.el("h3", {}, "Downstream calls (" + down.length + ")"),
     down.length ? K.el("table", { class: "grid" }, K.el("tbody", {}, down.map((d) => K.el("tr", {},
-      K.el("td", {}, d.protocol || ""), K.el("td", { class: "ep" }, (d.method ? d.method + " " : "") + (d.endpoint || "")),
+      K.el("td", {}, d.protocol || ""), K.el("td", { class: "ep" }, K.reqName(d)),
       K.el("td", {}, String(d.status === undefined ? "" : d.status)), K.el("td", { class: "num" }, K.ns(d.duration_ns || 0)))))) : K.el("p", { class: "muted" }, "None."),
   ];
 };

@@ -92,7 +92,7 @@ K.refreshRequests = async function () {
     K.el("td", { class: "small" }, K.time(r.end_ts_ns)),
     K.el("td", {}, r.protocol),
     K.el("td", { class: "small" }, r.side),
-    K.el("td", { class: "ep" }, (r.method ? r.method + " " : "") + r.endpoint),
+    K.el("td", { class: "ep" }, K.reqName(r)),
     K.el("td", {}, String(r.status), r.is_error ? K.el("span", { class: "badge err" }, " error") : null, r.is_slow ? K.el("span", { class: "badge slow" }, " slow") : null),
     K.el("td", { class: "num" }, K.ns(r.duration_ns)),
     K.el("td", { class: "small" }, K.nodeName(r.src_node, nodes) + " → " + K.nodeName(r.dst_node, nodes)))));

@@ -91,6 +91,13 @@ K.nodeName = function (id, nodes) {
   return i >= 0 ? id.slice(i + 1) : id;
 };
 
+/** "GET /users/{id}"; the method is left out when the endpoint starts with it (SQL, Redis). */
+K.reqName = function (r) {
+  const ep = r.endpoint || r.protocol || "request";
+  const m = r.method || "";
+  return m && !ep.toUpperCase().startsWith(m.toUpperCase()) ? m + " " + ep : ep;
+};
+
 // ---- health ----------------------------------------------------------------
 
 /** Slow thresholds (ms) per protocol, as the agent's defaults. */
@@ -213,7 +220,7 @@ K.requestDetail = function (r, nodes) {
     : "";
   const tcp = r.tcp && (r.tcp.retransmits || r.tcp.srtt_us) ? `${r.tcp.retransmits} retransmits, RTT ${K.ms(r.tcp.srtt_us / 1000)}` : "";
   return K.el("div", { class: "request-detail" },
-    K.el("h2", {}, (r.method ? r.method + " " : "") + (r.endpoint || r.protocol), " ", flags),
+    K.el("h2", {}, K.reqName(r), " ", flags),
     K.el("div", { class: "summary" }, K.ns(r.duration_ns), " · ", r.protocol, " · ", r.side, " side · status ", String(r.status)),
     K.el("h3", {}, "Network breakdown"),
     K.waterfall(r),
