@@ -40,6 +40,7 @@ impl KindCounters {
     fn new(t: &Telemetry) -> KindCounters {
         let names = vec![
             "connect", "connect_done", "accept", "send", "recv", "close", "exec", "exit", "fork", "rename",
+            "sched_slice", "sched_sample", "sched_stack", "sched_file", "sched_stack_top",
         ];
         let counters = names.iter().map(|n| t.events(n)).collect();
         KindCounters { names, counters }

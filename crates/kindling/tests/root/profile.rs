@@ -619,3 +619,43 @@ fn profile_api_flamegraph_of_a_running_process() {
     assert_eq!(code, 404);
     subject.stop();
 }
+
+/// A process that writes and fsyncs a file on the real disk (python3).
+const FSYNCER: &str = r#"
+import os, sys
+path = sys.argv[1]
+print("ready", flush=True)
+sys.stdin.readline()
+fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+for i in range(20):
+    os.write(fd, b"x" * (1 << 20))
+    os.fsync(fd)
+os.close(fd)
+os.unlink(path)
+print("done", flush=True)
+sys.stdin.readline()
+"#;
+
+#[test]
+fn profile_file_slices_name_the_file() {
+    require_root();
+    // /var/tmp is on a real file system (tmpfs would never block).
+    let path = format!("/var/tmp/kindling-profile-fsync-{}.dat", std::process::id());
+    let mut subject = Subject::spawn(Command::new("python3").args(["-c", FSYNCER, &path]));
+    subject.expect("ready");
+    let prof = Profiler::start(subject.pid(), "4s", &["--format", "timeline"], "fsync.json");
+    subject.say("go");
+    subject.expect("done");
+    let (json, stderr) = prof.finish();
+    subject.stop();
+    let doc: Value = serde_json::from_slice(&json).expect("timeline JSON");
+    let files: Vec<&Value> = slices(&doc)
+        .into_iter()
+        .filter(|(_, s)| s["state"] == "file" && s["syscall"] == "fsync")
+        .map(|(_, s)| s)
+        .collect();
+    assert!(!files.is_empty(), "no fsync slice; {stderr:?}");
+    for s in files {
+        assert_eq!(s["target"].as_str(), Some(path.as_str()), "fsync slice target");
+    }
+}
