@@ -36,7 +36,7 @@ impl Feed {
     /// A completed request on the edge `src_node` -> `dst_node`.
     pub fn record(&mut self, r: &RequestRecord, src_node: &str, dst_node: &str) {
         let important = r.is_slow || r.is_error;
-        if !self.sampler.keep(r.end_ts_ns, important, &[src_node, dst_node, r.side.name(), &r.endpoint]) {
+        if !self.sampler.keep(r.end_ts_ns, important, &[src_node, dst_node, r.side.name(), &r.endpoint], &r.trace_id) {
             self.handle.counters().sampled_out.fetch_add(1, Ordering::Relaxed);
             return;
         }
