@@ -41,7 +41,7 @@ impl Serialize for State {
 }
 
 /// What an off-CPU slice waited on.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Target {
     /// An inet socket: local end and peer.
     Peer { proto: L4Proto, local: SocketAddr, peer: SocketAddr },
@@ -82,7 +82,8 @@ pub struct Slice {
     pub state: State,
     /// The syscall it blocked in (x86-64 number; -1: none).
     pub syscall: i64,
-    pub target: Option<Target>,
+    /// Shared: slices are many, their targets few (keeps a slice small).
+    pub target: Option<Arc<Target>>,
     /// Who made it runnable (0: unknown or preempted).
     pub waker_tid: u32,
     /// Stacks at switch-out (off-CPU slices only).
@@ -129,7 +130,7 @@ impl Default for TimelineConfig {
     fn default() -> Self {
         TimelineConfig {
             retention_ns: 120 * 1_000_000_000,
-            max_slices: 400_000,
+            max_slices: 300_000,
             max_samples: 200_000,
             max_stacks: 65_536,
             max_processes: 1024,
@@ -162,6 +163,9 @@ struct Process {
     since_ns: u64,
 }
 
+/// Distinct targets shared by slices at most.
+const TARGETS_MAX: usize = 16_384;
+
 /// Files threads blocked on, waiting for their slices (by tid).
 const PENDING_FILES_MAX: usize = 4096;
 
@@ -170,6 +174,7 @@ pub struct Timelines {
     procs: HashMap<u32, Process>,
     stacks: StackTable,
     pending_files: HashMap<u32, (u64, Arc<str>)>,
+    targets: HashMap<Target, Arc<Target>>,
     /// Stack tops of blocked threads, waiting for their slices (by tid).
     pending_tops: HashMap<u32, SchedStackTop>,
     unwinder: Option<Unwinder>,
@@ -200,6 +205,7 @@ impl Timelines {
             cfg,
             procs: HashMap::new(),
             pending_files: HashMap::new(),
+            targets: HashMap::new(),
             pending_tops: HashMap::new(),
             unwinder: None,
             repaired: HashMap::new(),
@@ -308,7 +314,8 @@ impl Timelines {
             (None, Some(path)) => Some(Target::File(path)),
             _ if s.fd_kind == kindling_events::sched::FdKind::Socket => Some(Target::Socket { family: s.family }),
             _ => None,
-        };
+        }
+        .map(|t| self.intern_target(t));
         let base = Slice {
             tid: ev.tid,
             start_ns: 0,
@@ -385,6 +392,19 @@ impl Timelines {
     /// call: a live caller names them while their process still runs.
     pub fn take_new_user_stacks(&mut self) -> Vec<(u32, Frames)> {
         std::mem::take(&mut self.fresh)
+    }
+
+    /// One shared copy per distinct target (bounded; starts over when full).
+    fn intern_target(&mut self, t: Target) -> Arc<Target> {
+        if let Some(a) = self.targets.get(&t) {
+            return a.clone();
+        }
+        if self.targets.len() >= TARGETS_MAX {
+            self.targets.clear();
+        }
+        let a = Arc::new(t.clone());
+        self.targets.insert(t, a.clone());
+        a
     }
 
     /// Evicts the oldest data beyond the size bounds.
