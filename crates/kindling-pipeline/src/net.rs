@@ -23,8 +23,14 @@ struct ConnHealth {
 pub struct NetState {
     socks: FxHashMap<u64, (u32, Role)>,
     conns: FxHashMap<(SocketAddr, SocketAddr), ConnHealth>,
+    /// Connections TCP saw close, forgotten a while later: the close
+    /// syscall that completes their last request often comes after.
+    closed: VecDeque<(u64, (SocketAddr, SocketAddr), u64)>,
     capacity: usize,
 }
+
+/// How long (event time) a closed connection's health stays joinable.
+const CLOSED_KEPT_NS: u64 = 30_000_000_000;
 
 /// The same key for both directions of a connection.
 fn key(a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
@@ -37,7 +43,7 @@ fn key(a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
 
 impl NetState {
     pub fn new(capacity: usize) -> NetState {
-        NetState { socks: FxHashMap::default(), conns: FxHashMap::default(), capacity }
+        NetState { socks: FxHashMap::default(), conns: FxHashMap::default(), closed: VecDeque::new(), capacity }
     }
 
     pub fn len(&self) -> usize {
@@ -67,6 +73,7 @@ impl NetState {
         }
         if self.conns.len() >= self.capacity {
             self.conns.clear();
+            self.closed.clear();
         }
         let c = self.conns.entry(key(t.src, t.dst)).or_default();
         match &t.kind {
@@ -77,11 +84,14 @@ impl NetState {
                 c.retransmits.push_back((ts, *segments));
             }
             TcpKind::Rtt { srtt_us, .. } => c.srtt_us = *srtt_us,
-            TcpKind::Close { .. } => {
-                self.conns.remove(&key(t.src, t.dst));
-                self.socks.remove(&t.sock_id);
-            }
+            TcpKind::Close { .. } => self.closed.push_back((ts, key(t.src, t.dst), t.sock_id)),
             _ => {}
+        }
+        while self.closed.front().is_some_and(|(at, _, _)| at + CLOSED_KEPT_NS <= ts) {
+            if let Some((_, k, sock)) = self.closed.pop_front() {
+                self.conns.remove(&k);
+                self.socks.remove(&sock);
+            }
         }
     }
 

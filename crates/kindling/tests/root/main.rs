@@ -3,6 +3,7 @@
 //! servers and kernel report. They fail (never skip) when not run as root.
 
 mod capture;
+mod network;
 mod nginx;
 mod profile;
 mod requests;

@@ -229,6 +229,15 @@ pub struct Rec {
     pub trace_id: String,
     pub trace_type: String,
     pub sock_id: u64,
+    #[serde(default)]
+    pub tcp: TcpDuring,
+}
+
+/// TCP health seen on the request's connection while it was in flight.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct TcpDuring {
+    pub retransmits: u32,
+    pub srtt_us: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
