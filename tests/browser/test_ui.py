@@ -15,6 +15,7 @@ import json
 import os
 import pathlib
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -151,6 +152,7 @@ def env():
             pass
         demo.wait()
         state["agent"].stop()
+        shutil.rmtree(data, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
