@@ -342,6 +342,11 @@ def test_trace_profile_view_from_a_fixture(env, page):
     frames = flame.evaluate_all("els => els.map(e => e.dataset.frame)")
     assert "[network / downstream: 127.0.0.1:5432]" in frames, frames
     shot(page, "05-trace-profile")
+    # Zoom into a frame, then back.
+    flame.filter(has_text="backend.py:do_GET").first.click()
+    expect(page.locator("#flame div").first).to_have_attribute("data-frame", "backend.py:do_GET")
+    page.get_by_role("button", name="Reset zoom").click()
+    expect(page.locator("#flame div").first).to_have_attribute("data-frame", "all")
     page.get_by_role("button", name="On-CPU", exact=True).click()
     frames = page.locator("#flame div").evaluate_all("els => els.map(e => e.dataset.frame)")
     assert "json.dumps" in frames and not any(f.startswith("[") for f in frames), frames

@@ -191,7 +191,7 @@ K.sliceDetail = function () {
 
 K.flameControls = function () {
   const mk = (mode, label) => K.el("button", { type: "button", class: K.prof.flameMode === mode ? "on" : "", onclick: () => { K.prof.flameMode = mode; K.prof.zoom = []; K.renderProfile(); } }, label);
-  return K.el("div", { class: "flame-controls" },
+  return K.el("div", { class: "flame-controls", id: "flame-controls" },
     K.el("span", { class: "tabs" }, mk("all", "All time"), " ", mk("oncpu", "On-CPU"), " ", mk("offcpu", "Off-CPU")),
     K.prof.zoom.length ? K.el("button", { type: "button", onclick: () => { K.prof.zoom = []; K.renderFlame(); } }, "Reset zoom") : null,
     K.el("span", { class: "muted small" }, "Width: time in the stack (ns of the request's slices). Stacks are listed innermost frame first."));
@@ -224,6 +224,8 @@ K.flameTree = function (p, mode) {
 K.renderFlame = function () {
   const box = K.$("#flame");
   if (!box) return;
+  const controls = K.$("#flame-controls");
+  if (controls) controls.replaceWith(K.flameControls());
   let root = K.flameTree(K.prof.data, K.prof.flameMode);
   for (const name of K.prof.zoom) { const c = root.children.get(name); if (!c) break; root = c; }
   if (!root.value) { box.replaceChildren(K.el("p", { class: "muted" }, "No stacks for this selection.")); return; }
