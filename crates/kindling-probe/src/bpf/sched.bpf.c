@@ -556,10 +556,42 @@ int BPF_PROG(kd_sched_wakeup_new, struct task_struct *p)
 	return 0;
 }
 
+/* A thread of interest exits: its last turn on the CPU (running now) would
+ * never be reported by a switch-in, so it is reported here, as a slice whose
+ * off-CPU part is empty. Then its state goes. */
 SEC("tp_btf/sched_process_exit")
 int BPF_PROG(kd_sched_exit, struct task_struct *p)
 {
 	__u32 tid = p->pid;
+	struct thread_state *ts = bpf_map_lookup_elem(&threads, &tid);
+	if (!ts)
+		return 0;
+	struct kd_sched_slice *st = &ts->s;
+	if (st->oncpu_start && !st->offcpu_start && tgid_wanted(p->tgid)) {
+		__u64 now = bpf_ktime_get_ns();
+		struct kd_sched_slice *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+		if (!e) {
+			count_drop(KD_DROP_SCHED_RINGBUF_FULL);
+		} else {
+			*e = *st;
+			e->hdr.ts_ns = now;
+			e->hdr.kind = KD_EV_SCHED_SLICE;
+			e->hdr.tgid = p->tgid;
+			e->hdr.tid = tid;
+			e->hdr.cpu = bpf_get_smp_processor_id();
+			bpf_probe_read_kernel(&e->hdr.comm, sizeof(e->hdr.comm), p->comm);
+			e->offcpu_start = now;
+			e->wake_ts = 0;
+			e->kstack = 0;
+			e->ustack = 0;
+			e->syscall = -1;
+			e->fd = -1;
+			e->flags = 0;
+			e->fd_kind = KD_FD_NONE;
+			e->_pad = 0;
+			bpf_ringbuf_submit(e, wakeup_flag());
+		}
+	}
 	bpf_map_delete_elem(&threads, &tid);
 	return 0;
 }
