@@ -239,7 +239,8 @@ impl SchedControl {
         }
         let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
         let map_err = |e: libbpf_rs::Error| ProbeError::Maps(format!("sched pids: {e}"));
-        for pid in want.difference(&cur) {
+        let added: Vec<u32> = want.difference(&cur).copied().collect();
+        for pid in &added {
             self.pids.update(&pid.to_ne_bytes(), &[1u8], MapFlags::ANY).map_err(map_err)?;
         }
         let gone: Vec<u32> = cur.difference(&want).copied().collect();
@@ -248,6 +249,11 @@ impl SchedControl {
         }
         *cur = want;
         self.write_ctl(cur.len() as u32)?;
+        // After the pids are in the map, so a thread that wakes meanwhile makes
+        // its own entry first (the seeds never overwrite one).
+        for pid in added {
+            self.seed_blocked(pid);
+        }
         if !gone.is_empty() {
             self.forget_threads(&cur);
         }
@@ -269,6 +275,36 @@ impl SchedControl {
         self.ctl
             .update(&0u32.to_ne_bytes(), &v, MapFlags::ANY)
             .map_err(|e| ProbeError::Maps(format!("sched ctl: {e}")))
+    }
+
+    /// Threads of `pid` already blocked when following starts would be seen
+    /// only from their next turn on the CPU: their wait counts from now on,
+    /// with the syscall and fd /proc shows (no stacks: those are taken at
+    /// switch-out).
+    fn seed_blocked(&self, pid: u32) {
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return };
+        let now = mono_now();
+        for t in dir.flatten().take(self.threads.max_entries() as usize) {
+            let Some(tid) = t.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+            if !blocked(pid, tid) {
+                continue;
+            }
+            let mut v = crate::sched_skel::types::thread_state::default();
+            v.s.hdr.tgid = pid;
+            v.s.offcpu_start = now;
+            v.s.syscall = -1;
+            v.s.fd = -1;
+            if let Some((nr, args)) = blocked_syscall(pid, tid) {
+                v.s.syscall = nr;
+                v.s.arg1 = args[1];
+                v.s.flags = kindling_events::sched::slice::F_IN_SYSCALL;
+                if FD_SYSCALLS.contains(&nr) {
+                    v.s.fd = args[0] as i32;
+                    v.s.fd_kind = fd_kind(pid, args[0]);
+                }
+            }
+            let _ = self.threads.update(&tid.to_ne_bytes(), crate::sockets::pod_bytes(&v), MapFlags::NO_EXIST);
+        }
     }
 
     /// Slices still open in the kernel, as wire records ending now (`now_mono`,
@@ -323,6 +359,56 @@ impl SchedControl {
         for k in stale {
             let _ = self.threads.delete(&k);
         }
+    }
+}
+
+/// Syscalls whose first argument is the fd they may block on (as in sched.bpf.c).
+const FD_SYSCALLS: &[i64] = &[
+    0, 1, 16, 17, 18, 19, 20, 40, 42, 43, 44, 45, 46, 47, 48, 72, 73, 74, 75, 77, 217, 275, 277, 285, 288, 295, 296,
+    299, 307, 326, 327, 328,
+];
+
+/// CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns.
+fn mono_now() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid timespec for the duration of the call.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Sleeping (S) or in uninterruptible wait (D), from /proc/PID/task/TID/stat.
+fn blocked(pid: u32, tid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).unwrap_or_default();
+    // The state follows the command name, which may itself hold ") ".
+    matches!(stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()), Some('S' | 'D'))
+}
+
+/// `nr arg0 arg1 ...` from /proc/PID/task/TID/syscall (None: running or not in a syscall).
+fn blocked_syscall(pid: u32, tid: u32) -> Option<(i64, [u64; 2])> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/syscall")).ok()?;
+    parse_syscall_line(&text)
+}
+
+fn parse_syscall_line(text: &str) -> Option<(i64, [u64; 2])> {
+    let mut f = text.split_whitespace();
+    let nr: i64 = f.next()?.parse().ok()?;
+    if nr < 0 {
+        return None;
+    }
+    let hex = |s: Option<&str>| s.and_then(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok());
+    Some((nr, [hex(f.next())?, hex(f.next())?]))
+}
+
+/// `enum kd_fd_kind` of an open fd, from its /proc link.
+fn fd_kind(pid: u32, fd: u64) -> u8 {
+    match std::fs::read_link(format!("/proc/{pid}/fd/{fd}")) {
+        Ok(l) if l.to_string_lossy().starts_with("socket:") => 1,
+        Ok(l) if l.is_absolute() => match std::fs::metadata(format!("/proc/{pid}/fd/{fd}")) {
+            Ok(m) if m.is_file() || std::os::unix::fs::FileTypeExt::is_block_device(&m.file_type()) => 2,
+            _ => 3,
+        },
+        Ok(_) => 3,
+        Err(_) => 0,
     }
 }
 
@@ -388,6 +474,16 @@ mod layout {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn syscall_lines() {
+        assert_eq!(parse_syscall_line("202 0x7f00 0x80 0x2 0x0 0x0 0x0 0x7ffc 0x7f01\n"), Some((202, [0x7f00, 0x80])));
+        assert_eq!(parse_syscall_line("running\n"), None);
+        assert_eq!(parse_syscall_line("-1 0x7ffc 0x7f01\n"), None);
+        assert_eq!(parse_syscall_line(""), None);
+        assert!(mono_now() > 0);
+        assert!(!blocked(u32::MAX, 1), "no such process");
+    }
 
     #[test]
     fn cpu_lists() {

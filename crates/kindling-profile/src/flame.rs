@@ -168,7 +168,7 @@ impl Profile {
                 names.extend(ks.into_iter().rev());
             }
             if names.is_empty() || (s.root.is_some() && names.len() == 1) {
-                names.push(crate::symbolize::UNKNOWN.into());
+                names.push("[no stack]".into());
             }
             let ids: Vec<u32> = names
                 .into_iter()

@@ -61,6 +61,7 @@ impl fmt::Display for Target {
                 kindling_events::model::format_addr(peer)
             ),
             Target::Socket { family: 1 } => f.write_str("unix socket"),
+            Target::Socket { family: 0 } => f.write_str("socket"),
             Target::Socket { family } => write!(f, "socket (family {family})"),
             Target::File(p) => f.write_str(p),
         }

@@ -105,14 +105,13 @@ fn timelines(obs: &Observed) -> Result<String, String> {
     if n == 0 {
         return Err("no slices of the workload".into());
     }
-    // The workload spins by the wall clock, so a busy host gives it less CPU:
-    // the on-CPU time must agree with the samples (99 Hz, ~10 ms each) and
-    // not exceed the time spun.
+    // The workload spins by the wall clock (a busy host gives it less CPU) and
+    // does much else besides (slowly, under emulation): its on-CPU time must
+    // agree with the samples (99 Hz, ~10 ms each).
     let on_ms = oncpu_ns / 1_000_000;
     let sampled_ms = sched_of(obs).filter(|(_, s)| matches!(s, SchedEvent::Sample(_))).count() as u64 * 1000 / 99;
-    let spun_ms = 2 * obs.report.busy_ms;
-    if on_ms == 0 || on_ms > spun_ms + 200 {
-        return Err(format!("{n} slices with {on_ms} ms on CPU; the workload spun {spun_ms} ms"));
+    if on_ms == 0 {
+        return Err(format!("{n} slices and no time on CPU; the workload spun {} ms", 2 * obs.report.busy_ms));
     }
     if on_ms * 2 + 30 < sampled_ms || sampled_ms * 2 + 30 < on_ms {
         return Err(format!("{n} slices with {on_ms} ms on CPU, but the samples say {sampled_ms} ms"));
