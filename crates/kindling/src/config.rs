@@ -15,6 +15,24 @@ pub struct Config {
     pub storage: StorageConfig,
     pub capture: CaptureConfig,
     pub requests: RequestsConfig,
+    pub profiling: ProfilingConfig,
+}
+
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProfilingConfig {
+    /// On-CPU samples per second per CPU of the processes being profiled.
+    pub sample_hz: u32,
+    /// How long thread timelines (slices, samples) are kept in memory.
+    pub retention: String,
+    /// Threads followed at once at most (kernel state).
+    pub max_threads: u32,
+}
+
+impl Default for ProfilingConfig {
+    fn default() -> Self {
+        ProfilingConfig { sample_hz: 99, retention: "2m".into(), max_threads: 16_384 }
+    }
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
@@ -117,6 +135,14 @@ impl Config {
         if cfg.storage.max_size_mb < 1 {
             return Err("storage.max_size_mb must be at least 1".into());
         }
+        if !(1..=10_000).contains(&cfg.profiling.sample_hz) {
+            return Err(format!("profiling.sample_hz {} is not between 1 and 10000", cfg.profiling.sample_hz));
+        }
+        kindling_api::params::parse_duration(&cfg.profiling.retention)
+            .map_err(|e| format!("profiling.retention: {e}"))?;
+        if cfg.profiling.max_threads < 1 {
+            return Err("profiling.max_threads must be at least 1".into());
+        }
         Ok(cfg)
     }
 
@@ -129,6 +155,24 @@ impl Config {
         s.max_size_bytes = self.storage.max_size_mb.saturating_mul(1024 * 1024);
         s.requests_per_endpoint_per_second = self.storage.requests_per_endpoint_per_second;
         s
+    }
+
+    /// The sched module's settings (following no process until asked).
+    pub fn sched(&self) -> kindling_probe::SchedConfig {
+        kindling_probe::SchedConfig {
+            sample_hz: self.profiling.sample_hz,
+            max_threads: self.profiling.max_threads,
+            ..kindling_probe::SchedConfig::default()
+        }
+    }
+
+    /// What the pipeline keeps for profiling.
+    pub fn profiling(&self) -> kindling_profile::Profiling {
+        let mut t = kindling_profile::TimelineConfig::default();
+        if let Ok(d) = kindling_api::params::parse_duration(&self.profiling.retention) {
+            t.retention_ns = d.as_nanos() as u64;
+        }
+        kindling_profile::Profiling::new(t, self.profiling.sample_hz)
     }
 
     /// The pipeline settings this configuration asks for.
@@ -151,6 +195,16 @@ mod tests {
     fn the_documented_example_is_the_defaults() {
         let example = include_str!("../../../docs/kindling.example.toml");
         assert_eq!(Config::parse(example).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn profiling_section() {
+        let c = Config::parse("[profiling]\nsample_hz = 49\nretention = \"30s\"\n").unwrap();
+        assert_eq!(c.sched().sample_hz, 49);
+        assert_eq!(c.profiling().sample_period_ns, 1_000_000_000 / 49);
+        assert!(Config::parse("[profiling]\nsample_hz = 0\n").is_err());
+        assert!(Config::parse("[profiling]\nretention = \"soon\"\n").is_err());
+        assert!(Config::parse("[profiling]\nhz = 5\n").is_err());
     }
 
     #[test]

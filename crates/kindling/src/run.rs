@@ -41,7 +41,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         pids: cfg.capture.pids.clone(),
         ports: cfg.capture.ports.clone(),
         snaplen: cfg.capture.snaplen,
-        sched: Some(kindling_probe::SchedConfig::default()),
+        sched: Some(cfg.sched()),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -56,6 +56,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
     let src = source::start(&opts, &telemetry)?;
     let mut p = Pipeline::new(cfg.pipeline(), Box::new(ProcFsLookup::default()));
     p.register_listener(cfg.api.listen, std::process::id());
+    *p.profiling_mut() = cfg.profiling();
     p.profiling_mut().timelines.enable_unwinding();
     p.track_edges(true);
     let pipeline = Arc::new(Mutex::new(p));
