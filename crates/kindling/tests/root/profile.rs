@@ -18,11 +18,12 @@ fn subjects_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/subjects")
 }
 
-/// Where the subjects are built (once per test run).
+/// Where the subjects are built and outputs written: under the target
+/// directory (cargo's scratch space for tests), reused from run to run.
 fn build_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let d = std::env::temp_dir().join(format!("kindling-subjects-{}", std::process::id()));
+        let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("profile-subjects");
         std::fs::create_dir_all(&d).expect("creating the subjects build dir");
         d
     })
@@ -33,10 +34,14 @@ fn run_ok(cmd: &mut Command, what: &str) {
     assert!(out.status.success(), "{what} failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// A C subject built with frame pointers (and -g, so DWARF is there too).
+/// A C subject built with frame pointers (and -g, so DWARF is there too),
+/// once per test run.
 fn build_c(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let out = build_dir().join(name);
-    if !out.exists() {
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.iter().any(|b| b == name) {
+        built.push(name.to_string());
         let src = subjects_dir().join(format!("{name}.c"));
         run_ok(
             Command::new("gcc")
@@ -166,6 +171,7 @@ impl Profiler {
         }
         assert!(status.success(), "kindling profile failed: {status}; stderr: {:?}", self.seen);
         let bytes = std::fs::read(&self.out).expect("the profile's output file");
+        let _ = std::fs::remove_file(&self.out);
         (bytes, self.seen)
     }
 }
