@@ -79,8 +79,9 @@ pub struct Pipeline {
     net: net::NetState,
     /// TCP events wait a moment (event time) before attribution: they come
     /// from their own ring buffer, often ahead of the socket events that say
-    /// which process owns the connection.
-    tcp_queue: std::collections::VecDeque<(u64, kindling_events::tcp::TcpEvent)>,
+    /// which process owns the connection. What is known when they arrive is
+    /// kept with them (an owner may close its socket meanwhile).
+    tcp_queue: std::collections::VecDeque<PendingTcp>,
     tcp_queue_full: u64,
     /// Thread timelines and followed processes (sched events), for profiling.
     profiling: kindling_profile::Profiling,
@@ -97,6 +98,16 @@ pub struct Pipeline {
 const TCP_ATTRIBUTION_DELAY_NS: u64 = 200_000_000;
 /// TCP events waiting for attribution at most (beyond: counted, not attributed).
 const TCP_QUEUE_MAX: usize = 100_000;
+
+/// A TCP event waiting for attribution, oriented when it arrived.
+struct PendingTcp {
+    ts: u64,
+    client: std::net::SocketAddr,
+    server: std::net::SocketAddr,
+    client_pid: Option<u32>,
+    server_pid: Option<u32>,
+    event: kindling_events::tcp::TcpEvent,
+}
 
 /// Service-map endpoints are built once per (workload, ip), not per record.
 #[derive(Default)]
@@ -158,7 +169,9 @@ impl Pipeline {
         match &ev.body {
             EventBody::Socket(s) => {
                 match (s.op, s.role) {
-                    (SocketOp::Close, _) => self.owners.forget(&s.src, ev.pid),
+                    // A closed client's address stays known (a later connect from
+                    // the same port overwrites it): the records and TCP events of
+                    // the connection are often completed after its close.
                     (SocketOp::Accept, _) => self.owners.listener(s.src, ev.pid),
                     (_, Role::Client) => self.owners.client(s.src, ev.pid),
                     _ => {}
@@ -171,7 +184,8 @@ impl Pipeline {
                 if self.tcp_queue.len() >= TCP_QUEUE_MAX {
                     self.tcp_queue_full += 1;
                 } else {
-                    self.tcp_queue.push_back((ev.ts_ns, t.clone()));
+                    let p = self.orient(ev.ts_ns, t);
+                    self.tcp_queue.push_back(p);
                 }
             }
             EventBody::Sched(_) => self.profiling.observe(ev),
@@ -201,18 +215,17 @@ impl Pipeline {
 
     /// Attributes the queued TCP events that happened up to `until`.
     fn attribute_tcp(&mut self, until: u64) {
-        while self.tcp_queue.front().is_some_and(|(ts, _)| *ts <= until) {
-            let Some((ts, t)) = self.tcp_queue.pop_front() else { break };
-            self.tcp_event(ts, &t);
+        while self.tcp_queue.front().is_some_and(|p| p.ts <= until) {
+            let Some(p) = self.tcp_queue.pop_front() else { break };
+            self.tcp_event(p);
         }
     }
 
-    /// Attributes a TCP health event to its edge.
-    fn tcp_event(&mut self, ts: u64, t: &kindling_events::tcp::TcpEvent) {
-        // Which end is the server: a known listener, else the socket's role,
-        // else the lower port.
+    /// Which end of a TCP event's connection is the server, and who owns
+    /// each end as far as we know now: a known listener, else the socket's
+    /// role, else the lower port is the server.
+    fn orient(&self, ts: u64, t: &kindling_events::tcp::TcpEvent) -> PendingTcp {
         let (a, b) = (t.src, t.dst);
-        let local_pid = self.net.pid_of(t.sock_id);
         let (client, server) = if self.owners.listener_of(&a).is_some() {
             (b, a)
         } else if self.owners.listener_of(&b).is_some() {
@@ -225,19 +238,31 @@ impl Pipeline {
                 _ => (a, b),
             }
         };
-        let local = a; // every event but drops reports the socket's own end first
-        let hint = |addr: &std::net::SocketAddr| if *addr == local { local_pid } else { None };
-        let client_ep = self.endpoint_of(&client, hint(&client));
-        let server_ep = self.endpoint_of(&server, hint(&server));
-        let Some(obs) = net::observation(t) else { return };
-        self.aggregate.record_tcp(&client_ep, &server_ep, server.port(), ts, &obs);
+        // Every event but drops reports the socket's own end first.
+        let local_pid = self.net.pid_of(t.sock_id);
+        let owner = |addr: &std::net::SocketAddr| {
+            self.owners
+                .listener_of(addr)
+                .or_else(|| self.owners.client_of(addr))
+                .or(if *addr == a { local_pid } else { None })
+        };
+        PendingTcp { ts, client, server, client_pid: owner(&client), server_pid: owner(&server), event: t.clone() }
     }
 
-    /// The endpoint an address belongs to: the process listening on it or
-    /// owning it as a client, else `pid` when we know it, else external.
+    /// Attributes a TCP health event to its edge, filling what was unknown
+    /// when it arrived.
+    fn tcp_event(&mut self, p: PendingTcp) {
+        let Some(obs) = net::observation(&p.event) else { return };
+        let client_pid = p.client_pid.or_else(|| self.owners.client_of(&p.client));
+        let server_pid = p.server_pid.or_else(|| self.owners.listener_of(&p.server));
+        let client_ep = self.endpoint_of(&p.client, client_pid);
+        let server_ep = self.endpoint_of(&p.server, server_pid);
+        self.aggregate.record_tcp(&client_ep, &server_ep, p.server.port(), p.ts, &obs);
+    }
+
+    /// The endpoint of an address owned by `pid` (else external).
     fn endpoint_of(&mut self, addr: &std::net::SocketAddr, pid: Option<u32>) -> Endpoint {
-        let owner = self.owners.listener_of(addr).or_else(|| self.owners.client_of(addr)).or(pid);
-        match owner {
+        match pid {
             Some(pid) => {
                 let w = self.workloads.of(pid, "");
                 self.endpoints.of(&w, addr.ip()).clone()

@@ -11,13 +11,39 @@ use rustc_hash::FxHashMap;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 
-/// Retransmits remembered per connection (the newest).
-const RETRANS_KEPT: usize = 32;
+/// Retransmit checkpoints remembered per connection (the newest).
+const RETRANS_KEPT: usize = 64;
 
+/// A connection's retransmits as a cumulative count over time: the count
+/// during any window is cum(end) - cum(start), exact for windows that start
+/// before the oldest checkpoint kept (cum is 0 then) or after it.
 #[derive(Default)]
 struct ConnHealth {
-    retransmits: VecDeque<(u64, u32)>,
+    /// (time, retransmitted segments so far), oldest first.
+    checkpoints: VecDeque<(u64, u64)>,
+    /// The newest checkpoint dropped from `checkpoints`.
+    forgotten: Option<(u64, u64)>,
+    total: u64,
     srtt_us: u32,
+}
+
+impl ConnHealth {
+    fn add(&mut self, ts: u64, segments: u32) {
+        self.total += segments as u64;
+        if self.checkpoints.len() == RETRANS_KEPT {
+            self.forgotten = self.checkpoints.pop_front();
+        }
+        self.checkpoints.push_back((ts, self.total));
+    }
+
+    /// Retransmitted segments up to time `t`.
+    fn cum_at(&self, t: u64) -> u64 {
+        match self.checkpoints.iter().rev().find(|(ts, _)| *ts <= t) {
+            Some((_, cum)) => *cum,
+            // Before the kept checkpoints: the newest forgotten one, if t is after it.
+            None => self.forgotten.filter(|(ts, _)| *ts <= t).map_or(0, |(_, cum)| cum),
+        }
+    }
 }
 
 pub struct NetState {
@@ -77,12 +103,7 @@ impl NetState {
         }
         let c = self.conns.entry(key(t.src, t.dst)).or_default();
         match &t.kind {
-            TcpKind::Retransmit { segments } => {
-                if c.retransmits.len() == RETRANS_KEPT {
-                    c.retransmits.pop_front();
-                }
-                c.retransmits.push_back((ts, *segments));
-            }
+            TcpKind::Retransmit { segments } => c.add(ts, *segments),
             TcpKind::Rtt { srtt_us, .. } => c.srtt_us = *srtt_us,
             TcpKind::Close { .. } => self.closed.push_back((ts, key(t.src, t.dst), t.sock_id)),
             _ => {}
@@ -98,8 +119,8 @@ impl NetState {
     /// The network during a request on the connection src <-> dst.
     pub fn during(&self, src: &SocketAddr, dst: &SocketAddr, start: u64, end: u64) -> TcpDuring {
         let Some(c) = self.conns.get(&key(*src, *dst)) else { return TcpDuring::default() };
-        let retransmits =
-            c.retransmits.iter().filter(|(ts, _)| *ts >= start && *ts <= end).map(|(_, n)| *n).sum();
+        let before = if start == 0 { 0 } else { c.cum_at(start - 1) };
+        let retransmits = c.cum_at(end).saturating_sub(before).min(u32::MAX as u64) as u32;
         TcpDuring { retransmits, srtt_us: c.srtt_us }
     }
 }
@@ -116,4 +137,22 @@ pub fn observation(t: &TcpEvent) -> Option<TcpObservation> {
         }
         TcpKind::Close { .. } => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retransmits_in_a_window_stay_exact_past_the_checkpoints_kept() {
+        let mut c = ConnHealth::default();
+        for i in 0..200u64 {
+            c.add(1000 + i * 10, 2);
+        }
+        // A window covering everything (a long bulk request): all of them.
+        assert_eq!(c.cum_at(u64::MAX) - c.cum_at(0), 400);
+        // A recent window: exact.
+        assert_eq!(c.cum_at(1000 + 199 * 10) - c.cum_at(1000 + 189 * 10), 20);
+        assert_eq!(c.cum_at(999), 0);
+    }
 }

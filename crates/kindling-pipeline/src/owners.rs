@@ -35,16 +35,12 @@ impl Owners {
             return;
         }
         if self.clients.len() >= self.capacity && !self.clients.contains_key(&addr) {
+            // Client addresses are never removed (records and TCP events of a
+            // connection often complete after its close): start over when full.
             self.overflow += 1;
-            return;
+            self.clients.clear();
         }
         self.clients.insert(addr, pid);
-    }
-
-    pub fn forget(&mut self, addr: &SocketAddr, pid: u32) {
-        if self.clients.get(addr) == Some(&pid) {
-            self.clients.remove(addr);
-        }
     }
 
     /// The process listening on `addr`, also through a wildcard bind.

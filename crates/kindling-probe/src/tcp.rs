@@ -16,9 +16,18 @@ pub(crate) fn setup<'obj>(
     check_sections(open.open_object(), kernel)?;
     if let Some(ro) = open.maps.rodata_data.as_deref_mut() {
         ro.self_tgid = cfg.self_pid;
+        ro.retransmit_has_err = retransmit_has_err(&kernel.tracefs);
     }
     clear_libbpf_log();
     let skel = open.load().map_err(load_error)?;
     let attached = attach_all(skel.object())?;
     Ok(Module { skel, attached })
+}
+
+/// Whether tcp_retransmit_skb carries the attempt's result (newer kernels
+/// trace failed attempts too, which the kernel does not count as retransmits).
+fn retransmit_has_err(tracefs: &str) -> bool {
+    std::fs::read_to_string(format!("{tracefs}/events/tcp/tcp_retransmit_skb/format"))
+        .map(|f| f.contains("field:int err;"))
+        .unwrap_or(false)
 }

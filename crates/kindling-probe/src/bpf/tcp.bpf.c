@@ -24,6 +24,9 @@
 const volatile __u32 self_tgid = 0;
 /* Packet-drop events per CPU per second; beyond it only per-reason totals. */
 const volatile __u32 drop_events_per_sec = 2000;
+/* The retransmit tracepoint has an `err` argument (6.x later kernels trace
+ * failed attempts too); set by the loader from the tracepoint's format. */
+const volatile bool retransmit_has_err = false;
 /* At most one RTT sample per connection per this many ns. */
 const volatile __u64 rtt_interval_ns = 1000000000ULL;
 
@@ -186,6 +189,9 @@ static __always_inline bool skb_tuple(const struct sk_buff *skb, struct kd_tcp_e
 SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(kd_tcp_retransmit, const struct sock *sk, const struct sk_buff *skb)
 {
+	/* Count what went out, as the kernel's RetransSegs does. */
+	if (retransmit_has_err && (int)ctx[2] != 0)
+		return 0;
 	struct kd_tcp_event *e = reserve(KD_EV_TCP_RETRANSMIT);
 	if (!e)
 		return 0;
