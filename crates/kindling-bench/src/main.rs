@@ -8,8 +8,11 @@
 //! - reader: wire records decoded per second by the user-space reader;
 //! - P1/P2: nginx+wrk throughput with `kindling run` on vs off, and its CPU per 10k req/s;
 //! - P4: a recording of real nginx+wrk traffic replayed through the analysis pipeline on one core;
+//! - P5: the agent's RSS with 10k open connections and 1k endpoints;
+//! - P6: events lost at 20k req/s sustained (and counted when saturated);
 //! - profile: a CPU-bound and a context-switch-heavy workload, profiled / not profiled.
 
+mod load;
 mod nginx;
 mod profile;
 mod replay;
@@ -36,6 +39,12 @@ fn main() -> anyhow::Result<()> {
     }
     if wants("p4") {
         replay::p4()?;
+    }
+    if wants("p5") {
+        load::p5()?;
+    }
+    if wants("p6") {
+        load::p6()?;
     }
     if wants("profile") {
         profile::profiling()?;

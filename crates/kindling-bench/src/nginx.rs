@@ -30,12 +30,17 @@ mod tempdir {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 impl Nginx {
     fn start() -> anyhow::Result<Nginx> {
+        Nginx::start_with(1024, "")
+    }
+
+    /// nginx with room for `connections` and `extra` inside the server block.
+    pub fn start_with(connections: u32, extra: &str) -> anyhow::Result<Nginx> {
         let dir = tempdir::Dir::new("nginx")?;
         let d = dir.0.display().to_string();
         let port = free_port()?;
@@ -43,10 +48,12 @@ impl Nginx {
         std::fs::write(dir.0.join("www/index.html"), "kindling ".repeat(100))?;
         let conf = format!(
             "user root; worker_processes 1; daemon off; pid {d}/n.pid; error_log {d}/e.log;\n\
-             events {{ worker_connections 1024; }}\n\
+             worker_rlimit_nofile {nofile};\n\
+             events {{ worker_connections {connections}; }}\n\
              http {{ access_log off; keepalive_requests 1000000; client_body_temp_path {d};\n\
              proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
-             server {{ listen 127.0.0.1:{port}; root {d}/www; }} }}\n"
+             server {{ listen 127.0.0.1:{port}; root {d}/www; {extra} }} }}\n",
+            nofile = connections * 2 + 64
         );
         std::fs::write(dir.0.join("n.conf"), conf)?;
         let child = Command::new("nginx")
@@ -93,13 +100,14 @@ fn cpu_seconds(pid: u32) -> f64 {
     (t(11) + t(12)) / 100.0
 }
 
-struct Agent {
-    child: Child,
+pub struct Agent {
+    pub child: Child,
+    pub port: u16,
     _dir: tempdir::Dir,
 }
 
 impl Agent {
-    fn start(bin: &Path) -> anyhow::Result<Agent> {
+    pub fn start(bin: &Path) -> anyhow::Result<Agent> {
         let dir = tempdir::Dir::new("agent")?;
         let port = free_port()?;
         let mut child = Command::new(bin)
@@ -117,7 +125,45 @@ impl Agent {
             anyhow::ensure!(Instant::now() < deadline, "kindling run did not start");
             std::thread::sleep(Duration::from_millis(100));
         }
-        Ok(Agent { child, _dir: dir })
+        Ok(Agent { child, port, _dir: dir })
+    }
+}
+
+impl Agent {
+    /// `GET path` on the agent's API: the body.
+    pub fn get(&self, path: &str) -> anyhow::Result<String> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
+        write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")?;
+        let mut out = String::new();
+        s.read_to_string(&mut out)?;
+        Ok(out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+    }
+
+    /// Sum of `kindling_telemetry_dropped_events_total` over every reason.
+    pub fn dropped(&self) -> anyhow::Result<(u64, String)> {
+        let m = self.get("/metrics")?;
+        let mut total = 0u64;
+        let mut reasons = Vec::new();
+        for l in m.lines().filter(|l| l.starts_with("kindling_telemetry_dropped_events_total{")) {
+            let v: u64 = l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) as u64;
+            if v > 0 {
+                reasons.push(format!("{}={v}", l.split('"').nth(1).unwrap_or("?")));
+            }
+            total += v;
+        }
+        Ok((total, reasons.join(" ")))
+    }
+
+    /// The agent's resident memory (bytes).
+    pub fn rss(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines().find_map(|l| l.strip_prefix("VmRSS:").and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()))
+            })
+            .unwrap_or(0)
+            * 1024
     }
 }
 
