@@ -11,7 +11,8 @@
 //! - `GET /api/v1/ui/requests/{id}` — one of them;
 //! - `GET /api/v1/ui/status` — what the store holds, its limits and losses;
 //! - `GET /api/v1/profiles?trace_id=&endpoint=&kept_because=&since=&limit=`
-//!   and `GET /api/v1/profiles/{id}` — kept trace-profiles, from the store.
+//!   and `GET /api/v1/profiles/{id}` — kept trace-profiles, from the store;
+//!   `GET /api/v1/profiles/{id}/flamegraph?format=&type=` — one as a flame graph.
 //!
 //! Bad parameters are a 400 naming the parameter, like the rest of the API.
 
@@ -51,6 +52,7 @@ pub fn routes() -> Router<Arc<ApiState>> {
         .route("/api/v1/ui/status", route_get(status))
         .route("/api/v1/profiles", route_get(profiles))
         .route("/api/v1/profiles/{id}", route_get(profile))
+        .route("/api/v1/profiles/{id}/flamegraph", route_get(profile_flamegraph))
 }
 
 async fn index() -> Response {
@@ -339,6 +341,45 @@ async fn profiles(State(s): State<Arc<ApiState>>, Query(q): Params) -> Response 
         Ok(v) => Json(v).into_response(),
         Err(r) => r,
     }
+}
+
+/// `GET /api/v1/profiles/{id}/flamegraph?format=folded|pprof|speedscope&type=oncpu|offcpu|both`:
+/// the kept profile's critical path as a flame graph (on-CPU samples; off-CPU
+/// waits weighted by their time under `offcpu:<reason>`). Default: both, folded.
+async fn profile_flamegraph(State(s): State<Arc<ApiState>>, Path(id): Path<String>, Query(q): Params) -> Response {
+    let kind = match get(&q, "type") {
+        Some(v) => match kindling_profile::ProfileType::from_name(v) {
+            Some(k) => k,
+            None => return bad(ParamError::new("type", v, "oncpu, offcpu or both")),
+        },
+        None => kindling_profile::ProfileType::Both,
+    };
+    let format = match get(&q, "format") {
+        Some(v) => match kindling_profile::Format::from_name(v) {
+            Some(f) => f,
+            None => return bad(ParamError::new("format", v, "folded, pprof or speedscope")),
+        },
+        None => kindling_profile::Format::Folded,
+    };
+    if id.len() > 200 {
+        return bad(ParamError::new("id", &id, "a trace-profile id"));
+    }
+    let st = match store(&s) {
+        Ok(st) => st,
+        Err(r) => return r,
+    };
+    let key = id.clone();
+    let v = match blocking(move || st.reader().profile(&key)).await {
+        Ok(Some(v)) => v,
+        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no kept trace-profile {id:?}")),
+        Err(r) => return r,
+    };
+    let doc: kindling_traceprof::TraceProfile = match serde_json::from_value(v) {
+        Ok(d) => d,
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("stored profile {id:?} is unreadable: {e}")),
+    };
+    let flame = kindling_traceprof::flame::flame(&doc, kind);
+    ([(axum::http::header::CONTENT_TYPE, format.content_type())], format.render(&flame)).into_response()
 }
 
 async fn profile(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {

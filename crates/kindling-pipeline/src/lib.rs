@@ -32,6 +32,7 @@ pub struct PipelineConfig {
     /// Request records kept for `/api/v1/requests`.
     pub recent_requests: usize,
     pub workloads_capacity: usize,
+    pub traceprof: kindling_traceprof::TraceProfConfig,
 }
 
 impl Default for PipelineConfig {
@@ -46,6 +47,7 @@ impl Default for PipelineConfig {
             },
             recent_requests: 10_000,
             workloads_capacity: Workloads::DEFAULT_CAPACITY,
+            traceprof: kindling_traceprof::TraceProfConfig::default(),
         }
     }
 }
@@ -85,6 +87,8 @@ pub struct Pipeline {
     tcp_queue_full: u64,
     /// Thread timelines and followed processes (sched events), for profiling.
     profiling: kindling_profile::Profiling,
+    /// Trace-profiling: which server requests keep a profile, built from the timelines.
+    traceprof: kindling_traceprof::TraceProfiler,
     out: Vec<RequestRecord>,
     emitted: Vec<Arc<RequestRecord>>,
     /// With `track_edges`: (client node, server node) of each emitted record.
@@ -151,6 +155,7 @@ impl Pipeline {
             tcp_queue: std::collections::VecDeque::new(),
             tcp_queue_full: 0,
             profiling: kindling_profile::Profiling::default(),
+            traceprof: kindling_traceprof::TraceProfiler::new(cfg.traceprof.clone()),
             out: Vec::new(),
             emitted: Vec::new(),
             emitted_edges: Vec::new(),
@@ -203,6 +208,12 @@ impl Pipeline {
         self.tracker.tick(self.now_ns, &mut self.out);
         self.aggregate.evict(self.now_ns);
         self.profiling.tick(self.now_ns);
+        self.traceprof.tick(self.now_ns);
+        if let Some(pids) = self.traceprof.take_followed_change() {
+            if !self.profiling.interest.hold("traceprof", &pids) {
+                tracing::warn!("trace-profiling: cannot follow {} server processes (profiling capacity)", pids.len());
+            }
+        }
         self.absorb()
     }
 
@@ -283,6 +294,7 @@ impl Pipeline {
                 self.emitted_edges.push(edge);
             }
             let r = Arc::new(r);
+            self.traceprof.observe(&r, &self.profiling.timelines);
             self.recent.push(r.clone());
             self.emitted.push(r);
             self.requests += 1;
@@ -366,6 +378,24 @@ impl Pipeline {
 
     pub fn profiling_mut(&mut self) -> &mut kindling_profile::Profiling {
         &mut self.profiling
+    }
+
+    /// Builds the kept trace-profiles whose requests have settled; then
+    /// [`Pipeline::take_profile_actions`] says what to store.
+    pub fn build_profiles(&mut self, sym: &mut kindling_profile::Symbolizer) {
+        if self.traceprof.has_settled() {
+            let period = self.profiling.sample_period_ns;
+            self.traceprof.build_settled(&self.profiling.timelines, period, sym);
+        }
+    }
+
+    /// Trace-profiles to store and displaced ones to remove, since the last call.
+    pub fn take_profile_actions(&mut self) -> Vec<kindling_traceprof::Action> {
+        self.traceprof.take_actions()
+    }
+
+    pub fn traceprof_stats(&self) -> kindling_traceprof::TraceProfStats {
+        self.traceprof.stats()
     }
 
     pub fn aggregator(&self) -> &Aggregator {

@@ -93,6 +93,8 @@ pub(crate) enum Msg {
     Request(Box<RequestRow>),
     Rollup(Box<Rollup>),
     Profile(Box<ProfileRow>),
+    /// A kept trace-profile displaced by a later request of its window.
+    ProfileRemove(String),
     Flush(Sender<()>),
     Retention(Option<u64>, Sender<RetentionReport>),
     Stop,
@@ -101,7 +103,7 @@ pub(crate) enum Msg {
 impl Msg {
     fn rows(&self) -> usize {
         match self {
-            Msg::Request(_) | Msg::Profile(_) => 1,
+            Msg::Request(_) | Msg::Profile(_) | Msg::ProfileRemove(_) => 1,
             Msg::Rollup(r) => r.edges.len() + r.nodes.len() + r.node_info.len(),
             _ => 0,
         }
@@ -137,6 +139,11 @@ impl Handle {
 
     pub fn profile_row(&self, p: ProfileRow) -> bool {
         self.send(Msg::Profile(Box::new(p)))
+    }
+
+    /// Forgets a kept trace-profile (displaced by sampling).
+    pub fn remove_profile(&self, id: &str) -> bool {
+        self.send(Msg::ProfileRemove(id.to_string()))
     }
 
     /// Keeps a trace-profile given in the `/api/v1/profiles/{id}` shape
@@ -394,6 +401,9 @@ fn write(conn: &Connection, batch: &[Msg]) -> rusqlite::Result<()> {
                         p.kept_because,
                         p.profile
                     ])?;
+                }
+                Msg::ProfileRemove(id) => {
+                    tx.execute("DELETE FROM profiles WHERE id = ?1", params![id])?;
                 }
                 Msg::Flush(_) | Msg::Retention(..) | Msg::Stop => {}
             }

@@ -130,6 +130,11 @@ fn written_data_reads_back_and_survives_a_restart() {
     assert!(r.profile("nope").unwrap().is_none());
     let c = r.contents().unwrap();
     assert_eq!((c.requests, c.edge_minutes, c.profiles), (50, 1, 1));
+    // A profile displaced by sampling is removed.
+    let h = store.handle();
+    assert!(h.remove_profile("p1"));
+    h.flush();
+    assert!(r.profile("p1").unwrap().is_none());
 }
 
 #[test]

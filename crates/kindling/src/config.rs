@@ -16,6 +16,58 @@ pub struct Config {
     pub capture: CaptureConfig,
     pub requests: RequestsConfig,
     pub profiling: ProfilingConfig,
+    pub traceprof: TraceprofConfig,
+}
+
+/// `[traceprof]`: which server requests keep a trace-profile.
+#[derive(Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TraceprofConfig {
+    pub enabled: bool,
+    /// The sampling window: per (workload, protocol, endpoint) and window...
+    pub window: String,
+    /// ...up to this many failed requests (bottom-k by trace-id hash),
+    pub errors: usize,
+    /// the slowest this many of the slow ones (`[requests.slow_ms]`),
+    pub slow: usize,
+    /// and this many of the others as a baseline.
+    pub baseline: usize,
+    /// Profiles kept per window in all (every key's first before anyone's second).
+    pub max_per_window: usize,
+    /// Keys (workload, protocol, endpoint) considered per window.
+    pub max_keys: usize,
+    /// Disk budget per window: profiles beyond it are not stored (counted).
+    pub max_mb_per_window: u64,
+    /// Time shown before and after each request.
+    pub edge: String,
+    /// Delay between a request's end and its profile (its threads' last
+    /// slices arrive when they next run).
+    pub settle: String,
+    /// Server processes followed at once.
+    pub follow_processes: usize,
+    /// Threads shown per profile.
+    pub max_threads: usize,
+}
+
+impl Default for TraceprofConfig {
+    fn default() -> Self {
+        let d = kindling_traceprof::TraceProfConfig::default();
+        let s = d.sampler;
+        TraceprofConfig {
+            enabled: d.enabled,
+            window: "60s".into(),
+            errors: s.errors,
+            slow: s.slow,
+            baseline: s.baseline,
+            max_per_window: s.max_per_window,
+            max_keys: s.max_keys,
+            max_mb_per_window: d.max_bytes_per_window / (1024 * 1024),
+            edge: "20ms".into(),
+            settle: "1s".into(),
+            follow_processes: d.follow_processes,
+            max_threads: d.max_threads,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
@@ -143,6 +195,7 @@ impl Config {
         if cfg.profiling.max_threads < 1 {
             return Err("profiling.max_threads must be at least 1".into());
         }
+        cfg.traceprof_config()?;
         Ok(cfg)
     }
 
@@ -175,9 +228,51 @@ impl Config {
         kindling_profile::Profiling::new(t, self.profiling.sample_hz)
     }
 
+    /// `[traceprof]` as the engine's settings, or what is wrong with it.
+    pub fn traceprof_config(&self) -> Result<kindling_traceprof::TraceProfConfig, String> {
+        let t = &self.traceprof;
+        let dur = |key: &str, v: &str| {
+            kindling_api::params::parse_duration(v)
+                .map(|d| d.as_nanos() as u64)
+                .map_err(|e| format!("traceprof.{key}: {e}"))
+        };
+        let window_ns = dur("window", &t.window)?;
+        if window_ns < 1_000_000_000 {
+            return Err(format!("traceprof.window {:?} is shorter than a second", t.window));
+        }
+        let settle_ns = dur("settle", &t.settle)?;
+        if settle_ns > 4_000_000_000 {
+            return Err(format!("traceprof.settle {:?} is longer than 4s (profiles must show within 5s)", t.settle));
+        }
+        if t.max_per_window < 1 || t.max_keys < 1 || t.follow_processes < 1 || t.max_threads < 1 {
+            return Err("traceprof.max_per_window, max_keys, follow_processes and max_threads must be at least 1".into());
+        }
+        Ok(kindling_traceprof::TraceProfConfig {
+            enabled: t.enabled,
+            sampler: kindling_traceprof::SamplerConfig {
+                window_ns,
+                errors: t.errors,
+                slow: t.slow,
+                baseline: t.baseline,
+                max_per_window: t.max_per_window,
+                max_keys: t.max_keys,
+                ..Default::default()
+            },
+            edge_ns: dur("edge", &t.edge)?,
+            settle_ns,
+            follow_processes: t.follow_processes,
+            max_bytes_per_window: t.max_mb_per_window.saturating_mul(1024 * 1024),
+            max_threads: t.max_threads,
+            ..Default::default()
+        })
+    }
+
     /// The pipeline settings this configuration asks for.
     pub fn pipeline(&self) -> kindling_pipeline::PipelineConfig {
         let mut p = kindling_pipeline::PipelineConfig::default();
+        if let Ok(t) = self.traceprof_config() {
+            p.traceprof = t;
+        }
         p.tracker.slow = self.requests.slow_ms.clone();
         if let Ok(d) = kindling_api::params::parse_duration(&self.requests.response_timeout) {
             p.tracker.response_timeout_ns = d.as_nanos() as u64;

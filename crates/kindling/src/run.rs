@@ -112,6 +112,9 @@ fn analysis_loop(
     }
     let publish = Published::new(&telemetry);
     let store_published = StorePublished::new(&telemetry);
+    let traceprof_published = TraceprofPublished::new(&telemetry);
+    // Trace-profiles are symbolized on this thread (the symbolizer is not Send).
+    let mut symbolizer = kindling_profile::Symbolizer::new();
     let mut last = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         match src.events.recv_timeout(Duration::from_millis(200)) {
@@ -134,6 +137,9 @@ fn analysis_loop(
                 p.tick(now);
                 to_store(&p, &mut feed);
                 feed.tick(p.aggregator(), now);
+                p.build_profiles(&mut symbolizer);
+                store_profiles(&mut p, &store);
+                traceprof_published.update(&p.traceprof_stats());
                 p.stats()
             };
             crate::profile::sync_agent(&src.probe, &mut lock(), &telemetry);
@@ -145,6 +151,68 @@ fn analysis_loop(
     }
     src.probe.stop()?;
     Ok(())
+}
+
+/// Kept trace-profiles go to the store; displaced ones leave it.
+fn store_profiles(p: &mut Pipeline, store: &kindling_store::Store) {
+    let h = store.handle();
+    for a in p.take_profile_actions() {
+        match a {
+            kindling_traceprof::Action::Store(doc) => {
+                h.profile(&*doc);
+            }
+            kindling_traceprof::Action::Remove(id) => {
+                h.remove_profile(&id);
+            }
+        }
+    }
+}
+
+/// Trace-profiling's choices and losses as self-telemetry: every server
+/// request not profiled is counted under a reason.
+struct TraceprofPublished {
+    offered: kindling_telemetry::Counter,
+    built: kindling_telemetry::Counter,
+    removed: kindling_telemetry::Counter,
+    drops: Vec<(kindling_telemetry::Counter, fn(&kindling_traceprof::TraceProfStats) -> u64)>,
+}
+
+impl TraceprofPublished {
+    fn new(t: &Telemetry) -> TraceprofPublished {
+        let drops: Vec<(&str, fn(&kindling_traceprof::TraceProfStats) -> u64)> = vec![
+            ("traceprof_not_selected", |s| s.sampler.not_selected),
+            ("traceprof_displaced", |s| s.sampler.displaced),
+            ("traceprof_keys_full", |s| s.sampler.keys_full),
+            ("traceprof_late", |s| s.sampler.late),
+            ("traceprof_not_followed", |s| s.not_followed),
+            ("traceprof_follow_full", |s| s.follow_full),
+            ("traceprof_over_budget", |s| s.over_budget),
+            ("traceprof_downstream_evicted", |s| s.downstream_evicted),
+        ];
+        TraceprofPublished {
+            offered: t.counter(
+                "kindling_telemetry_traceprof_offered_total",
+                "Server requests considered for a trace-profile.",
+                &[],
+            ),
+            built: t.counter("kindling_telemetry_traceprof_profiles_total", "Trace-profiles built and stored.", &[]),
+            removed: t.counter(
+                "kindling_telemetry_traceprof_displaced_removed_total",
+                "Stored trace-profiles removed because a later request of their window displaced them.",
+                &[],
+            ),
+            drops: drops.into_iter().map(|(r, f)| (t.dropped(r), f)).collect(),
+        }
+    }
+
+    fn update(&self, s: &kindling_traceprof::TraceProfStats) {
+        self.offered.set(s.sampler.offered);
+        self.built.set(s.built);
+        self.removed.set(s.removed);
+        for (c, f) in &self.drops {
+            c.set(f(s));
+        }
+    }
 }
 
 /// The store's size and losses as self-telemetry.
