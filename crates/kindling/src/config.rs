@@ -303,6 +303,20 @@ mod tests {
     }
 
     #[test]
+    fn traceprof_section() {
+        let c = Config::parse("[traceprof]\nslow = 50\nwindow = \"2m\"\nsettle = \"500ms\"\n").unwrap();
+        let t = c.pipeline().traceprof;
+        assert_eq!((t.sampler.slow, t.sampler.window_ns, t.settle_ns), (50, 120_000_000_000, 500_000_000));
+        assert_eq!(t.max_bytes_per_window, 64 * 1024 * 1024);
+        let err = |text: &str| Config::parse(text).unwrap_err();
+        assert!(err("[traceprof]\nsettle = \"10s\"\n").contains("traceprof.settle"));
+        assert!(err("[traceprof]\nwindow = \"100ms\"\n").contains("traceprof.window"));
+        assert!(err("[traceprof]\nedge = \"x\"\n").contains("traceprof.edge"));
+        assert!(err("[traceprof]\nmax_per_window = 0\n").contains("max_per_window"));
+        assert!(err("[traceprof]\nslowest = 1\n").contains("slowest"));
+    }
+
+    #[test]
     fn empty_config_is_the_defaults() {
         assert_eq!(Config::parse("").unwrap(), Config::default());
         assert_eq!(Config::default().api.listen.to_string(), "127.0.0.1:9500");

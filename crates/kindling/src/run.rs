@@ -168,26 +168,26 @@ fn store_profiles(p: &mut Pipeline, store: &kindling_store::Store) {
     }
 }
 
-/// Trace-profiling's choices and losses as self-telemetry: every server
-/// request not profiled is counted under a reason.
+/// Trace-profiling's choices as self-telemetry: every server request that
+/// keeps no profile is counted under why (`kindling_telemetry_traceprof_not_kept_total{reason}`);
+/// downstream records forgotten early are a loss (`dropped_events_total`).
 struct TraceprofPublished {
     offered: kindling_telemetry::Counter,
     built: kindling_telemetry::Counter,
     removed: kindling_telemetry::Counter,
-    drops: Vec<(kindling_telemetry::Counter, fn(&kindling_traceprof::TraceProfStats) -> u64)>,
+    downstream_evicted: kindling_telemetry::Counter,
+    not_kept: Vec<(kindling_telemetry::Counter, fn(&kindling_traceprof::TraceProfStats) -> u64)>,
 }
 
 impl TraceprofPublished {
     fn new(t: &Telemetry) -> TraceprofPublished {
-        let drops: Vec<(&str, fn(&kindling_traceprof::TraceProfStats) -> u64)> = vec![
-            ("traceprof_not_selected", |s| s.sampler.not_selected),
-            ("traceprof_displaced", |s| s.sampler.displaced),
-            ("traceprof_keys_full", |s| s.sampler.keys_full),
-            ("traceprof_late", |s| s.sampler.late),
-            ("traceprof_not_followed", |s| s.not_followed),
-            ("traceprof_follow_full", |s| s.follow_full),
-            ("traceprof_over_budget", |s| s.over_budget),
-            ("traceprof_downstream_evicted", |s| s.downstream_evicted),
+        let reasons: Vec<(&str, fn(&kindling_traceprof::TraceProfStats) -> u64)> = vec![
+            ("not_selected", |s| s.sampler.not_selected),
+            ("displaced", |s| s.sampler.displaced),
+            ("keys_full", |s| s.sampler.keys_full),
+            ("late", |s| s.sampler.late),
+            ("not_followed", |s| s.not_followed),
+            ("over_budget", |s| s.over_budget),
         ];
         TraceprofPublished {
             offered: t.counter(
@@ -197,19 +197,31 @@ impl TraceprofPublished {
             ),
             built: t.counter("kindling_telemetry_traceprof_profiles_total", "Trace-profiles built and stored.", &[]),
             removed: t.counter(
-                "kindling_telemetry_traceprof_displaced_removed_total",
+                "kindling_telemetry_traceprof_removed_total",
                 "Stored trace-profiles removed because a later request of their window displaced them.",
                 &[],
             ),
-            drops: drops.into_iter().map(|(r, f)| (t.dropped(r), f)).collect(),
+            downstream_evicted: t.dropped("traceprof_downstream_evicted"),
+            not_kept: reasons
+                .into_iter()
+                .map(|(r, f)| {
+                    let c = t.counter(
+                        "kindling_telemetry_traceprof_not_kept_total",
+                        "Server requests without a trace-profile, by why (sampling, following, budget).",
+                        &[("reason", r)],
+                    );
+                    (c, f)
+                })
+                .collect(),
         }
     }
 
     fn update(&self, s: &kindling_traceprof::TraceProfStats) {
-        self.offered.set(s.sampler.offered);
+        self.offered.set(s.sampler.offered + s.not_followed);
         self.built.set(s.built);
         self.removed.set(s.removed);
-        for (c, f) in &self.drops {
+        self.downstream_evicted.set(s.downstream_evicted);
+        for (c, f) in &self.not_kept {
             c.set(f(s));
         }
     }

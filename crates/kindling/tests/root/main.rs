@@ -10,4 +10,5 @@ mod requests;
 mod servers;
 mod service_map;
 mod startup;
+mod traceprof;
 mod util;
