@@ -12,6 +12,8 @@
 //   timing trace=<id|-> cpu_ms X burn_wall_ms X pg_ms X lock_ms X total_ms X
 import com.sun.net.httpserver.HttpExchange;
 import com.sun.net.httpserver.HttpServer;
+import java.io.BufferedInputStream;
+import java.io.BufferedOutputStream;
 import java.io.DataInputStream;
 import java.io.DataOutputStream;
 import java.io.IOException;
@@ -54,8 +56,10 @@ public class TraceServer {
 
         Pg(int port) throws IOException {
             sock = new Socket("127.0.0.1", port);
-            in = new DataInputStream(sock.getInputStream());
-            out = new DataOutputStream(sock.getOutputStream());
+            in = new DataInputStream(new BufferedInputStream(sock.getInputStream()));
+            // Buffered and flushed per message, as drivers do: each message
+            // leaves in one send.
+            out = new DataOutputStream(new BufferedOutputStream(sock.getOutputStream()));
             byte[] params = "user\0postgres\0database\0postgres\0\0".getBytes(StandardCharsets.US_ASCII);
             out.writeInt(8 + params.length);
             out.writeInt(196608); // protocol 3.0
