@@ -302,6 +302,15 @@ impl Agent {
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: bad JSON {e}: {body}"))
     }
 
+    /// What the agent knows of a trace that has no profile: its request
+    /// records, its trace-profiling telemetry and its log.
+    fn diagnosis(&self, trace: &str) -> String {
+        let recs = http_get(self.port, &format!("/api/v1/requests?trace_id={trace}")).map(|r| r.1).unwrap_or_default();
+        let metrics = http_get(self.port, "/metrics").map(|r| r.1).unwrap_or_default();
+        let tp: Vec<&str> = metrics.lines().filter(|l| l.contains("traceprof") && !l.starts_with('#')).collect();
+        format!("request records: {recs}\ntraceprof metrics:\n{}\nagent log:\n{}", tp.join("\n"), self.log())
+    }
+
     /// Polls the profile list for `trace` (10 s at most): the entry and how
     /// long after `since` it was first listed.
     fn wait_listed(&self, trace: &str, since: Instant) -> (Value, Duration) {
@@ -316,7 +325,10 @@ impl Agent {
                 last = list;
             }
             if Instant::now() > deadline {
-                panic!("no profile listed for trace {trace} within 10 s (last answer {last}); agent log:\n{}", self.log());
+                panic!(
+                    "no profile listed for trace {trace} within 10 s (last answer {last}); {}",
+                    self.diagnosis(trace)
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -384,6 +396,11 @@ fn measure(agent: &Agent, server: &Server, path: &str, n: u64, tag: &str) -> Mea
     let (listed, p7) = agent.wait_listed(&trace, ended);
     eprintln!("traceprof {tag}: profile of trace {trace} listed {:.2} s after the request ended (P7 <= 5 s)", p7.as_secs_f64());
     let truth = server.truth(&trace);
+    // The subject itself must have done what it is for.
+    assert!(
+        truth.cpu_ms >= 145.0 && truth.pg_ms >= 195.0 && truth.lock_ms >= 95.0,
+        "the {tag} server's own timings are not ~150/200/100 ms: {truth:?}"
+    );
     let id = listed["id"].as_str().map(str::to_string).unwrap_or_else(|| listed["id"].to_string());
     let profile = agent.json(&format!("/api/v1/profiles/{id}"));
     let file = format!("/tmp/traceprof-{tag}.json");
