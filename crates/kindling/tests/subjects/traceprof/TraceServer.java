@@ -24,7 +24,10 @@ import java.net.InetSocketAddress;
 import java.net.Socket;
 import java.nio.charset.StandardCharsets;
 import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
 import java.util.concurrent.locks.ReentrantLock;
 
 public class TraceServer {
@@ -108,10 +111,13 @@ public class TraceServer {
 
     static final ReentrantLock contended = new ReentrantLock();
 
-    /** A helper takes the lock and holds it `ms`; we block acquiring it. Returns ns blocked. */
-    static long waitOnLock(long ms) throws InterruptedException {
+    /** The lock's other holder: one long-lived thread, so no thread start lands in a request. */
+    static final ExecutorService holder = Executors.newSingleThreadExecutor(r -> new Thread(r, "lock-holder"));
+
+    /** The helper takes the lock and holds it `ms`; we block acquiring it. Returns ns blocked. */
+    static long waitOnLock(long ms) throws InterruptedException, ExecutionException {
         CountDownLatch held = new CountDownLatch(1);
-        Thread helper = new Thread(() -> {
+        Future<?> done = holder.submit(() -> {
             contended.lock();
             try {
                 held.countDown();
@@ -121,14 +127,13 @@ public class TraceServer {
             } finally {
                 contended.unlock();
             }
-        }, "lock-holder");
-        helper.start();
+        });
         held.await();
         long t0 = System.nanoTime();
         contended.lock();
         long blocked = System.nanoTime() - t0;
         contended.unlock();
-        helper.join();
+        done.get();
         return blocked;
     }
 
@@ -158,7 +163,7 @@ public class TraceServer {
             }
             System.err.printf("timing trace=%s cpu_ms %.1f burn_wall_ms %.1f pg_ms %.1f lock_ms %.1f total_ms %.1f%n", trace,
                     (c1 - c0) / 1e6, (t1 - t0) / 1e6, (t2 - t1) / 1e6, lockNs / 1e6, (t3 - t0) / 1e6);
-        } catch (IOException | RuntimeException e) {
+        } catch (IOException | RuntimeException | ExecutionException e) {
             System.err.println("traceserver: " + e);
             ex.sendResponseHeaders(500, -1);
             ex.close();
@@ -178,6 +183,7 @@ public class TraceServer {
         HttpServer s = HttpServer.create(new InetSocketAddress("127.0.0.1", 0), 64);
         s.createContext("/work", TraceServer::work);
         s.setExecutor(Executors.newFixedThreadPool(4));
+        holder.submit(() -> {}).get(); // start the helper now
         s.start();
         System.out.println(s.getAddress().getPort());
         System.out.flush();
