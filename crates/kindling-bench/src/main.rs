@@ -10,6 +10,7 @@
 //! - P4: a recording of real nginx+wrk traffic replayed through the analysis pipeline on one core;
 //! - P5: the agent's RSS with 10k open connections and 1k endpoints;
 //! - P6: events lost at 20k req/s sustained (and counted when saturated);
+//! - P7: a slow request's end -> its trace-profile in the API;
 //! - profile: a CPU-bound and a context-switch-heavy workload, profiled / not profiled.
 
 mod load;
@@ -17,6 +18,7 @@ mod nginx;
 mod profile;
 mod replay;
 mod syscalls;
+mod traceprof;
 
 use std::time::Instant;
 
@@ -45,6 +47,9 @@ fn main() -> anyhow::Result<()> {
     }
     if wants("p6") {
         load::p6()?;
+    }
+    if wants("p7") {
+        traceprof::p7()?;
     }
     if wants("profile") {
         profile::profiling()?;

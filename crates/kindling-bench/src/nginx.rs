@@ -53,7 +53,7 @@ impl Nginx {
              http {{ access_log off; keepalive_requests 1000000; client_body_temp_path {d};\n\
              proxy_temp_path {d}; fastcgi_temp_path {d}; uwsgi_temp_path {d}; scgi_temp_path {d};\n\
              server {{ listen 127.0.0.1:{port}; root {d}/www; {extra} }} }}\n",
-            nofile = connections * 2 + 64
+            nofile = connections + 64
         );
         std::fs::write(dir.0.join("n.conf"), conf)?;
         let child = Command::new("nginx")
@@ -108,11 +108,24 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(bin: &Path) -> anyhow::Result<Agent> {
+        Agent::start_with(bin, None)
+    }
+
+    /// With a configuration file's text.
+    pub fn start_with(bin: &Path, config: Option<&str>) -> anyhow::Result<Agent> {
         let dir = tempdir::Dir::new("agent")?;
         let port = free_port()?;
-        let mut child = Command::new(bin)
-            .args(["run", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(&dir.0)
+        let mut cmd = Command::new(bin);
+        if let Some(text) = config {
+            let path = dir.0.join("kindling.toml");
+            std::fs::write(&path, text)?;
+            cmd.arg("run").arg("--config").arg(&path);
+        } else {
+            cmd.arg("run");
+        }
+        let mut child = cmd
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(dir.0.join("data"))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()?;

@@ -127,7 +127,9 @@ impl TraceProfiler {
             return;
         }
         match r.side {
-            Side::Client => self.remember_downstream(r),
+            // Only the followed servers' calls can be a profile's downstream.
+            Side::Client if self.followed.contains_key(&r.pid) => self.remember_downstream(r),
+            Side::Client => {}
             Side::Server => {
                 self.follow(r.pid, r.end_ts_ns);
                 let complete = tl.since(r.pid).is_some_and(|s| s <= r.start_ts_ns.saturating_sub(self.cfg.edge_ns));

@@ -93,6 +93,8 @@ fn verdict_of_a_known_timeline_names_the_sql() {
     let tl = timeline();
     let mut e = TraceProfiler::new(cfg());
     let mut sym = Symbolizer::new();
+    // The server is followed from an earlier request on.
+    e.observe(&record(Side::Server, 2, 0, 1, Protocol::Http, "/work", ""), &tl);
     let pg = record(Side::Client, 2, 159 * MS, 361 * MS, Protocol::Postgresql, "SELECT pg_sleep(0.2)", "");
     e.observe(&pg, &tl);
     let req = record(Side::Server, 2, 10 * MS, 470 * MS, Protocol::Http, "/work", "4bf92f3577b34da6a3ce929d0e0e4736");
