@@ -45,11 +45,14 @@ fn gather(tl: &Timelines, r: &RequestRecord, w0: u64, w1: u64) -> Gathered {
     }
 }
 
+/// A slice's or sample's (kernel, user) stacks.
+type StackKey = (Option<Frames>, Option<Frames>);
+
 /// Symbolized stacks, each computed once per profile.
 struct Stacks<'a> {
     pid: u32,
     sym: &'a mut Symbolizer,
-    full: HashMap<(Option<Frames>, Option<Frames>), Arc<Vec<String>>>,
+    full: HashMap<StackKey, Arc<Vec<String>>>,
     user: HashMap<Frames, Arc<Vec<String>>>,
 }
 

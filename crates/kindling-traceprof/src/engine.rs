@@ -226,7 +226,7 @@ impl TraceProfiler {
         }
         for id in &c.left {
             // Out of the sampler: its record is no longer needed once built.
-            if !self.kept.get(id).is_some_and(|k| k.stored.is_none()) {
+            if self.kept.get(id).is_none_or(|k| k.stored.is_some()) {
                 self.records.remove(id);
             }
             if self.kept.get(id).is_some_and(|k| k.stored.is_some()) {

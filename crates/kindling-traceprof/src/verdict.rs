@@ -82,7 +82,7 @@ fn summary(v: &Verdict, duration_ns: u64, ev: &Evidence) -> String {
         (v.runqueue_ns, "waiting for a CPU (run queue: CPU starvation)".to_string()),
         (v.other_ns, "off-CPU, other".to_string()),
     ];
-    parts.sort_by(|a, b| b.0.cmp(&a.0));
+    parts.sort_by_key(|p| std::cmp::Reverse(p.0));
     let named: Vec<String> = parts
         .into_iter()
         .filter(|(ns, _)| *ns as f64 / total >= SUMMARY_MIN_SHARE)
