@@ -20,6 +20,9 @@ pub mod kind {
     pub const STACK: u32 = 42;
     pub const FILE: u32 = 43;
     pub const USTACK_TOP: u32 = 44;
+    pub const GO_RUN: u32 = 45;
+    pub const GO_PARK: u32 = 46;
+    pub const GO_EXIT: u32 = 47;
 }
 
 /// `struct kd_sched_slice` field offsets.
@@ -89,6 +92,14 @@ pub mod top {
     pub const SIZE: usize = DATA + MAX;
 }
 
+/// `struct kd_sched_go` field offsets.
+pub mod go {
+    pub const GOID: usize = 40;
+    pub const USTACK: usize = 48;
+    pub const REASON: usize = 56;
+    pub const SIZE: usize = 64;
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum SchedEvent {
     Slice(SchedSlice),
@@ -96,6 +107,14 @@ pub enum SchedEvent {
     Stack(SchedStack),
     File(SchedFile),
     StackTop(SchedStackTop),
+    /// The thread in the header starts running goroutine `goid` (runtime.execute).
+    GoRun { goid: u64 },
+    /// The goroutine the thread ran parks (runtime.gopark): `reason` is the
+    /// runtime's waitReason number (its name depends on the Go version),
+    /// `ustack` the goroutine's user stack hash (0: none).
+    GoPark { goid: u64, reason: u32, ustack: u64 },
+    /// The goroutine the thread ran ends (runtime.goexit1).
+    GoExit { goid: u64 },
 }
 
 /// The user registers and top of the user stack of a thread that blocked in
@@ -308,6 +327,39 @@ pub struct SchedFile {
     pub path: String,
 }
 
+/// `runtime.waitReasonStrings` of Go 1.19 (the `reason` of
+/// [`SchedEvent::GoPark`] -> its name), for when the binary's own table is
+/// not at hand (replays, PIE executables).
+pub const GO119_WAIT_REASONS: &[&str] = &[
+    "",
+    "GC assist marking",
+    "IO wait",
+    "chan receive (nil chan)",
+    "chan send (nil chan)",
+    "dumping heap",
+    "garbage collection",
+    "garbage collection scan",
+    "panicwait",
+    "select",
+    "select (no cases)",
+    "GC assist wait",
+    "GC sweep wait",
+    "GC scavenge wait",
+    "chan receive",
+    "chan send",
+    "finalizer wait",
+    "force gc (idle)",
+    "semacquire",
+    "sleep",
+    "sync.Cond.Wait",
+    "timer goroutine (idle)",
+    "trace reader (blocked)",
+    "wait for GC cycle",
+    "GC worker (idle)",
+    "preempted",
+    "debug call",
+];
+
 /// Names of the x86-64 syscalls a thread is commonly found blocked in.
 pub fn syscall_name(n: i64) -> Option<&'static str> {
     Some(match n {
@@ -367,6 +419,9 @@ impl SchedEvent {
             SchedEvent::Stack(_) => "sched_stack",
             SchedEvent::File(_) => "sched_file",
             SchedEvent::StackTop(_) => "sched_stack_top",
+            SchedEvent::GoRun { .. } => "go_run",
+            SchedEvent::GoPark { .. } => "go_park",
+            SchedEvent::GoExit { .. } => "go_exit",
         }
     }
 
@@ -420,6 +475,14 @@ impl SchedEvent {
                 j.extra.insert("ip".into(), hex(t.ip));
                 j.extra.insert("sp".into(), hex(t.sp));
                 j.extra.insert("stack_bytes".into(), v(t.data.len() as u64));
+            }
+            SchedEvent::GoRun { goid } | SchedEvent::GoExit { goid } => {
+                j.extra.insert("goid".into(), v(*goid));
+            }
+            SchedEvent::GoPark { goid, reason, ustack } => {
+                j.extra.insert("goid".into(), v(*goid));
+                j.extra.insert("wait_reason".into(), v(*reason as u64));
+                j.extra.insert("ustack".into(), hex(*ustack));
             }
         }
     }
@@ -496,6 +559,15 @@ pub fn decode(buf: &[u8], kind_id: u32, d: &Decoder) -> Result<SchedEvent, Decod
                 bp: u64_at(buf, top::BP),
                 data: buf[top::DATA..top::DATA + len].to_vec(),
             }))
+        }
+        kind::GO_RUN | kind::GO_PARK | kind::GO_EXIT => {
+            need(buf, go::SIZE)?;
+            let goid = u64_at(buf, go::GOID);
+            Ok(match kind_id {
+                kind::GO_RUN => SchedEvent::GoRun { goid },
+                kind::GO_EXIT => SchedEvent::GoExit { goid },
+                _ => SchedEvent::GoPark { goid, reason: u32_at(buf, go::REASON), ustack: u64_at(buf, go::USTACK) },
+            })
         }
         other => Err(DecodeError::UnknownKind(other)),
     }
@@ -584,6 +656,18 @@ pub fn encode(ev: &Event, t: &SchedEvent, mono_ts: u64) -> Option<Vec<u8>> {
             put(&mut b, top::LEN, &(len as u32).to_le_bytes());
             put(&mut b, top::DATA, &t.data[..len]);
             (kind::USTACK_TOP, b)
+        }
+        SchedEvent::GoRun { goid } | SchedEvent::GoExit { goid } => {
+            let mut b = vec![0u8; go::SIZE];
+            put(&mut b, go::GOID, &goid.to_le_bytes());
+            (if matches!(t, SchedEvent::GoRun { .. }) { kind::GO_RUN } else { kind::GO_EXIT }, b)
+        }
+        SchedEvent::GoPark { goid, reason, ustack } => {
+            let mut b = vec![0u8; go::SIZE];
+            put(&mut b, go::GOID, &goid.to_le_bytes());
+            put(&mut b, go::USTACK, &ustack.to_le_bytes());
+            put(&mut b, go::REASON, &reason.to_le_bytes());
+            (kind::GO_PARK, b)
         }
     };
     put(&mut b, header::TS_NS, &mono_ts.to_le_bytes());
@@ -689,6 +773,9 @@ mod tests {
                 bp: 0x7ffc_0000_0040,
                 data: (0..=255u8).collect(),
             }),
+            SchedEvent::GoRun { goid: 18 },
+            SchedEvent::GoPark { goid: 18, reason: 2, ustack: 0xfeed },
+            SchedEvent::GoExit { goid: u64::MAX },
         ] {
             let e = ev(body);
             let raw = crate::wire::encode(&e, &d).unwrap();

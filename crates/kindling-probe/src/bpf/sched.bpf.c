@@ -110,10 +110,11 @@ struct {
 } stacks_seen SEC(".maps");
 
 /* Room for a stack record: slot 0 for the switch and wakeup programs, slot 1
- * for samples, which run in NMI context and may interrupt them. */
+ * for samples, which run in NMI context and may interrupt them, slot 2 for
+ * the Go runtime uprobes (process context: a switch may run while they do). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 2);
+	__uint(max_entries, 3);
 	__type(key, __u32);
 	__type(value, struct kd_sched_stack);
 } stack_scratch SEC(".maps");
@@ -143,6 +144,7 @@ struct kd_sched_sample _kd_sched_sample = {};
 struct kd_sched_stack _kd_sched_stack = {};
 struct kd_sched_file _kd_sched_file = {};
 struct kd_sched_ustack_top _kd_sched_ustack_top = {};
+struct kd_sched_go _kd_sched_go = {};
 
 static __always_inline void count_drop(__u32 reason)
 {
@@ -617,6 +619,84 @@ int kd_sched_sample(struct bpf_perf_event_data *ctx)
 	e->kstack = k;
 	e->ustack = u;
 	bpf_ringbuf_submit(e, wakeup_flag());
+	return 0;
+}
+
+/* --- Go goroutines ------------------------------------------------------
+ * User space attaches these to runtime.execute, runtime.gopark and
+ * runtime.goexit1 of each followed Go executable, per process, and fills
+ * `go_params` first. Register ABI (Go >= 1.17, amd64): arguments in AX, BX,
+ * CX, ...; R14 always holds the running goroutine's g. So the goroutine is
+ * read from the registers, exactly, with no per-thread state to keep. */
+struct go_params {
+	__u32 goid_off; /* offsetof(runtime.g, goid), from the binary's DWARF */
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct go_params);
+} go_params SEC(".maps");
+
+static __always_inline void go_event(struct pt_regs *ctx, __u32 kind, __u64 g, __u32 reason, bool stack)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tgid = id >> 32;
+	if (!tgid_wanted(tgid))
+		return;
+	struct go_params *gp = bpf_map_lookup_elem(&go_params, &tgid);
+	if (!gp) {
+		count_drop(KD_DROP_SCHED_GO_PARAMS);
+		return;
+	}
+	__u64 goid = 0;
+	if (!g || bpf_probe_read_user(&goid, sizeof(goid), (void *)(g + gp->goid_off))) {
+		count_drop(KD_DROP_SCHED_GO_UNREADABLE);
+		return;
+	}
+	__u64 ustack = 0;
+	if (stack) {
+		struct sched_ctl *c = get_ctl();
+		if (c)
+			ustack = stack_id(ctx, true, 2, c->stack_gen);
+	}
+	struct kd_sched_go *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_drop(KD_DROP_SCHED_RINGBUF_FULL);
+		return;
+	}
+	fill_header(&e->hdr, kind, bpf_ktime_get_ns());
+	e->goid = goid;
+	e->ustack = ustack;
+	e->reason = reason;
+	e->_pad = 0;
+	bpf_ringbuf_submit(e, wakeup_flag());
+}
+
+/* func execute(gp *g, inheritTime bool): gp (AX) starts running on this thread. */
+SEC("uprobe")
+int BPF_KPROBE(kd_go_execute)
+{
+	go_event(ctx, KD_EV_SCHED_GO_RUN, ctx->ax, 0, false);
+	return 0;
+}
+
+/* func gopark(unlockf, lock, reason waitReason, ...): the running goroutine
+ * (R14) parks; reason in CX (a uint8). Its stack is the goroutine's own. */
+SEC("uprobe")
+int BPF_KPROBE(kd_go_park)
+{
+	go_event(ctx, KD_EV_SCHED_GO_PARK, ctx->r14, (__u8)ctx->cx, true);
+	return 0;
+}
+
+/* func goexit1(): the running goroutine (R14) ends. */
+SEC("uprobe")
+int BPF_KPROBE(kd_go_exit)
+{
+	go_event(ctx, KD_EV_SCHED_GO_EXIT, ctx->r14, 0, false);
 	return 0;
 }
 

@@ -1,0 +1,303 @@
+//! Goroutines of followed Go processes as pseudo-threads.
+//!
+//! The kernel side reports three marks per thread (uprobes on the Go
+//! runtime): a goroutine starts running on this thread (`runtime.execute`),
+//! the running goroutine parks, with the runtime's wait reason and its stack
+//! (`runtime.gopark`), and it ends (`runtime.goexit1`). A goroutine is
+//! *current* on a thread from its run mark until the thread's next mark.
+//! Marks are kept per process, bounded (oldest evicted first, counted), and
+//! turned into time slices at query time against the thread timelines:
+//!
+//! - current on a thread: that thread's slices (on-CPU, run queue, blocked
+//!   in a syscall with its reason and target);
+//! - parked: one slice whose state comes from the wait reason, with the
+//!   park's stack (until the goroutine runs again: the wait in Go's run
+//!   queue after it became runnable is part of it: it is not observed);
+//! - stopped by the scheduler without parking (preempted, yielded): Go run
+//!   queue, `runqueue`, until it runs again.
+
+use crate::stacks::Frames;
+use crate::timeline::{Slice, State};
+use kindling_events::sched::OffCpuReason;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+#[derive(Clone, Debug)]
+pub(crate) enum MarkKind {
+    Run,
+    Park { reason: u32, ustack: Option<Frames> },
+    Exit,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Mark {
+    pub ts_ns: u64,
+    pub tid: u32,
+    pub goid: u64,
+    pub kind: MarkKind,
+}
+
+#[derive(Default)]
+pub(crate) struct GoProcess {
+    pub marks: VecDeque<Mark>,
+}
+
+/// Why a goroutine was parked, by the runtime's wait reason name (names
+/// changed across Go versions: "semacquire" became "sync.Mutex.Lock", ...).
+pub fn park_reason(name: &str) -> OffCpuReason {
+    match name {
+        "IO wait" => OffCpuReason::Net,
+        "sleep" => OffCpuReason::Sleep,
+        "semacquire" => OffCpuReason::Lock,
+        n if n.starts_with("sync.Mutex") || n.starts_with("sync.RWMutex") => OffCpuReason::Lock,
+        _ => OffCpuReason::Other,
+    }
+}
+
+/// One stretch of a goroutine's life, before it is cut along thread slices.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Segment {
+    /// Current on thread `tid`.
+    OnThread { tid: u32, start: u64, end: u64 },
+    Parked { start: u64, end: u64, reason: u32, ustack: Option<Frames> },
+    /// Runnable, in Go's run queue (descheduled without parking).
+    Queued { start: u64, end: u64 },
+}
+
+impl GoProcess {
+    /// The goroutine current on `tid` at `ts`: the thread's last mark at or
+    /// before `ts`, if it is a run mark.
+    pub fn current(&self, tid: u32, ts: u64) -> Option<u64> {
+        let last = self.marks.iter().filter(|m| m.tid == tid && m.ts_ns <= ts).max_by_key(|m| m.ts_ns)?;
+        matches!(last.kind, MarkKind::Run).then_some(last.goid)
+    }
+
+    pub fn knows(&self, goid: u64) -> bool {
+        self.marks.iter().any(|m| m.goid == goid)
+    }
+
+    /// Goroutines with a mark in `[t0, t1)`, in order of id.
+    pub fn goids(&self, t0: u64, t1: u64) -> Vec<u64> {
+        let set: HashSet<u64> = self.marks.iter().filter(|m| m.ts_ns >= t0 && m.ts_ns < t1).map(|m| m.goid).collect();
+        let mut v: Vec<u64> = set.into_iter().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// The goroutine's segments up to `until` (open ones end there), in time order.
+    pub fn segments(&self, goid: u64, until: u64) -> Vec<Segment> {
+        // The goroutine's own marks and every mark of the threads it ran on
+        // (another goroutine starting there ends its turn).
+        let tids: HashSet<u32> = self.marks.iter().filter(|m| m.goid == goid).map(|m| m.tid).collect();
+        let mut marks: Vec<&Mark> = self.marks.iter().filter(|m| m.goid == goid || tids.contains(&m.tid)).collect();
+        marks.sort_by_key(|m| m.ts_ns);
+        enum St {
+            Unknown,
+            On(u32, u64),
+            Parked(u64, u32, Option<Frames>),
+            Queued(u64),
+            Dead,
+        }
+        let mut st = St::Unknown;
+        let mut out = Vec::new();
+        let close = |st: &St, end: u64, out: &mut Vec<Segment>| match st {
+            St::On(tid, start) if end > *start => out.push(Segment::OnThread { tid: *tid, start: *start, end }),
+            St::Parked(start, reason, ustack) if end > *start => {
+                out.push(Segment::Parked { start: *start, end, reason: *reason, ustack: ustack.clone() })
+            }
+            St::Queued(start) if end > *start => out.push(Segment::Queued { start: *start, end }),
+            _ => {}
+        };
+        for m in marks {
+            let ours = m.goid == goid;
+            match (&m.kind, ours, &st) {
+                (MarkKind::Run, true, _) => {
+                    close(&st, m.ts_ns, &mut out);
+                    st = St::On(m.tid, m.ts_ns);
+                }
+                (MarkKind::Park { reason, ustack }, true, _) => {
+                    close(&st, m.ts_ns, &mut out);
+                    st = St::Parked(m.ts_ns, *reason, ustack.clone());
+                }
+                (MarkKind::Exit, true, _) => {
+                    close(&st, m.ts_ns, &mut out);
+                    st = St::Dead;
+                }
+                // Another goroutine on the thread it was current on: descheduled without parking.
+                (MarkKind::Run, false, St::On(tid, _)) if *tid == m.tid => {
+                    close(&st, m.ts_ns, &mut out);
+                    st = St::Queued(m.ts_ns);
+                }
+                // Lost marks: the thread it ran on parked or ended another goroutine.
+                (_, false, St::On(tid, _)) if *tid == m.tid => {
+                    close(&st, m.ts_ns, &mut out);
+                    st = St::Unknown;
+                }
+                _ => {}
+            }
+        }
+        close(&st, until, &mut out);
+        out
+    }
+}
+
+/// A parked segment as a slice of pseudo-thread `tid`.
+pub(crate) fn parked_slice(tid: u32, start: u64, end: u64, name: &str, ustack: Option<Frames>) -> Slice {
+    Slice {
+        tid,
+        start_ns: start,
+        end_ns: end,
+        state: State::Off(park_reason(name)),
+        syscall: -1,
+        target: None,
+        waker_tid: 0,
+        kstack: None,
+        ustack,
+    }
+}
+
+/// The part of a thread's slices (sorted, not overlapping) inside `[a, b)`,
+/// relabelled as pseudo-thread `tid`.
+pub(crate) fn cut(thread: &[Slice], a: u64, b: u64, tid: u32, out: &mut Vec<Slice>) {
+    let first = thread.partition_point(|s| s.end_ns <= a);
+    for s in &thread[first..] {
+        if s.start_ns >= b {
+            break;
+        }
+        let mut c = s.clone();
+        c.start_ns = c.start_ns.max(a);
+        c.end_ns = c.end_ns.min(b);
+        c.tid = tid;
+        if c.start_ns < c.end_ns {
+            out.push(c);
+        }
+    }
+}
+
+/// Bounded store of the marks of every process.
+#[derive(Default)]
+pub(crate) struct GoMarks {
+    pub procs: HashMap<u32, GoProcess>,
+    pub marks: usize,
+    pub evicted: u64,
+    /// Wait reason names by number (each binary's own table), by pid.
+    pub reasons: HashMap<u32, Arc<[String]>>,
+}
+
+impl GoMarks {
+    pub fn push(&mut self, pid: u32, m: Mark, max_marks: usize, max_procs: usize) -> bool {
+        if !self.procs.contains_key(&pid) && self.procs.len() >= max_procs {
+            return false;
+        }
+        self.procs.entry(pid).or_default().marks.push_back(m);
+        self.marks += 1;
+        while self.marks > max_marks {
+            let Some(p) = self
+                .procs
+                .values_mut()
+                .filter(|p| !p.marks.is_empty())
+                .min_by_key(|p| p.marks.front().map(|m| m.ts_ns).unwrap_or(u64::MAX))
+            else {
+                break;
+            };
+            p.marks.pop_front();
+            self.marks -= 1;
+            self.evicted += 1;
+        }
+        true
+    }
+
+    /// Drops marks older than `horizon`, and processes left without any.
+    pub fn expire(&mut self, horizon: u64) {
+        let mut gone = 0;
+        for p in self.procs.values_mut() {
+            while p.marks.front().is_some_and(|m| m.ts_ns < horizon) {
+                p.marks.pop_front();
+                gone += 1;
+            }
+        }
+        self.marks -= gone;
+        self.procs.retain(|_, p| !p.marks.is_empty());
+    }
+
+    pub fn forget(&mut self, pid: u32) {
+        if let Some(p) = self.procs.remove(&pid) {
+            self.marks -= p.marks.len();
+        }
+        self.reasons.remove(&pid);
+    }
+
+    /// Bounded like the processes: starts over when full.
+    pub fn set_reasons(&mut self, pid: u32, names: Vec<String>, max_procs: usize) {
+        if self.reasons.len() >= max_procs && !self.reasons.contains_key(&pid) {
+            self.reasons.clear();
+        }
+        self.reasons.insert(pid, names.into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_by_name() {
+        assert_eq!(park_reason("IO wait"), OffCpuReason::Net);
+        assert_eq!(park_reason("semacquire"), OffCpuReason::Lock);
+        assert_eq!(park_reason("sync.Mutex.Lock"), OffCpuReason::Lock);
+        assert_eq!(park_reason("sync.RWMutex.RLock"), OffCpuReason::Lock);
+        assert_eq!(park_reason("sleep"), OffCpuReason::Sleep);
+        assert_eq!(park_reason("chan receive"), OffCpuReason::Other);
+        assert_eq!(park_reason("select"), OffCpuReason::Other);
+        assert_eq!(park_reason("GC assist wait"), OffCpuReason::Other);
+    }
+
+    fn mk(ts: u64, tid: u32, goid: u64, kind: MarkKind) -> Mark {
+        Mark { ts_ns: ts, tid, goid, kind }
+    }
+
+    #[test]
+    fn segments_follow_runs_parks_and_preemptions() {
+        let mut p = GoProcess::default();
+        p.marks.push_back(mk(10, 1, 7, MarkKind::Run));
+        p.marks.push_back(mk(20, 1, 7, MarkKind::Park { reason: 2, ustack: None }));
+        p.marks.push_back(mk(21, 1, 8, MarkKind::Run));
+        p.marks.push_back(mk(30, 2, 7, MarkKind::Run));
+        p.marks.push_back(mk(40, 2, 9, MarkKind::Run)); // 7 preempted
+        p.marks.push_back(mk(50, 1, 7, MarkKind::Run));
+        p.marks.push_back(mk(60, 1, 7, MarkKind::Exit));
+        let s = p.segments(7, 100);
+        assert_eq!(
+            s,
+            vec![
+                Segment::OnThread { tid: 1, start: 10, end: 20 },
+                Segment::Parked { start: 20, end: 30, reason: 2, ustack: None },
+                Segment::OnThread { tid: 2, start: 30, end: 40 },
+                Segment::Queued { start: 40, end: 50 },
+                Segment::OnThread { tid: 1, start: 50, end: 60 },
+            ]
+        );
+        assert_eq!(p.current(1, 15), Some(7));
+        assert_eq!(p.current(1, 20), None, "parked at 20");
+        assert_eq!(p.current(1, 25), Some(8));
+        assert_eq!(p.current(2, 45), Some(9));
+        assert_eq!(p.current(3, 45), None);
+        assert_eq!(p.current(1, 5), None);
+        assert_eq!(p.goids(0, 100), vec![7, 8, 9]);
+        // Still running at the end: open until `until`.
+        assert_eq!(p.segments(9, 100), vec![Segment::OnThread { tid: 2, start: 40, end: 100 }]);
+    }
+
+    #[test]
+    fn bounded_marks() {
+        let mut g = GoMarks::default();
+        for i in 0..100u64 {
+            assert!(g.push((i % 3) as u32, mk(i, 1, i, MarkKind::Run), 10, 2) || i % 3 == 2);
+        }
+        assert_eq!(g.marks, 10);
+        assert!(g.evicted > 0);
+        assert_eq!(g.procs.len(), 2);
+        g.expire(1000);
+        assert_eq!(g.marks, 0);
+    }
+}
