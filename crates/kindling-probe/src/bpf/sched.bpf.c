@@ -183,6 +183,8 @@ static __always_inline void fill_header(struct kd_header *h, __u32 kind, __u64 t
 	bpf_get_current_comm(&h->comm, sizeof(h->comm));
 }
 
+static __always_inline __u64 stack_finish(struct kd_sched_stack *s, __u32 nr, bool user, __u32 gen);
+
 /* The current task's stack (user or kernel) as a hash; its frames are sent
  * first if this generation has not seen it. 0: no stack. */
 static __always_inline __u64 stack_id(void *ctx, bool user, __u32 slot, __u32 gen)
@@ -193,7 +195,13 @@ static __always_inline __u64 stack_id(void *ctx, bool user, __u32 slot, __u32 ge
 	long n = bpf_get_stack(ctx, s->frames, sizeof(s->frames), user ? BPF_F_USER_STACK : 0);
 	if (n <= 0)
 		return 0;
-	__u32 nr = n / 8;
+	return stack_finish(s, n / 8, user, gen);
+}
+
+/* The hash of the `nr` frames in `s`; the frames are sent first if this
+ * generation has not seen them. */
+static __always_inline __u64 stack_finish(struct kd_sched_stack *s, __u32 nr, bool user, __u32 gen)
+{
 	__u64 h = 0xcbf29ce484222325ULL ^ (user ? 0x5555 : 0xaaaa);
 	for (__u32 i = 0; i < KD_SCHED_MAX_FRAMES; i++) {
 		if (i >= nr)
@@ -640,6 +648,24 @@ struct {
 	__type(value, struct go_params);
 } go_params SEC(".maps");
 
+/* The user stack at a function's entry (a uprobe): the frame-pointer walk
+ * starts from the caller's frame pointer, which skips the caller itself; its
+ * return address is at [sp], put back in as the second frame. */
+static __always_inline __u64 entry_stack_id(struct pt_regs *ctx, __u32 gen)
+{
+	__u32 slot = 2;
+	struct kd_sched_stack *s = bpf_map_lookup_elem(&stack_scratch, &slot);
+	if (!s)
+		return 0;
+	long n = bpf_get_stack(ctx, &s->frames[1], sizeof(s->frames) - 8, BPF_F_USER_STACK);
+	if (n <= 0)
+		return 0;
+	s->frames[0] = s->frames[1];
+	if (bpf_probe_read_user(&s->frames[1], 8, (void *)ctx->sp) || !s->frames[1])
+		s->frames[1] = s->frames[0];
+	return stack_finish(s, n / 8 + 1, true, gen);
+}
+
 static __always_inline void go_event(struct pt_regs *ctx, __u32 kind, __u64 g, __u32 reason, bool stack)
 {
 	__u64 id = bpf_get_current_pid_tgid();
@@ -660,7 +686,7 @@ static __always_inline void go_event(struct pt_regs *ctx, __u32 kind, __u64 g, _
 	if (stack) {
 		struct sched_ctl *c = get_ctl();
 		if (c)
-			ustack = stack_id(ctx, true, 2, c->stack_gen);
+			ustack = entry_stack_id(ctx, c->stack_gen);
 	}
 	struct kd_sched_go *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {

@@ -725,4 +725,6 @@ fn profile_go_goroutine_on_cpu_lock_and_net_wait() {
     let parked_in = |state: &str, f: &str| sl.iter().any(|s| s["state"] == state && stack_of(s).iter().any(|x| x.contains(f)));
     assert!(parked_in("lock", "main.lockStep"), "lock slice without main.lockStep; {summary:?}");
     assert!(parked_in("net", "main.netStep"), "net slice without main.netStep; {summary:?}");
+    // gopark's caller is in the stack too (its return address, read at the probe).
+    assert!(parked_in("lock", "runtime.semacquire1"), "lock slice without gopark's caller; {summary:?}");
 }
