@@ -23,6 +23,7 @@ pub mod kind {
     pub const GO_RUN: u32 = 45;
     pub const GO_PARK: u32 = 46;
     pub const GO_EXIT: u32 = 47;
+    pub const GO_RUNNABLE: u32 = 48;
 }
 
 /// `struct kd_sched_slice` field offsets.
@@ -115,6 +116,11 @@ pub enum SchedEvent {
     GoPark { goid: u64, reason: u32, ustack: u64 },
     /// The goroutine the thread ran ends (runtime.goexit1).
     GoExit { goid: u64 },
+    /// Goroutine `goid` becomes runnable: readied after a park
+    /// (runtime.ready, runtime.injectglist for the netpoller) or back from a
+    /// syscall without a P (runtime.exitsyscall0). The thread is the one
+    /// that made it so.
+    GoRunnable { goid: u64 },
 }
 
 /// The user registers and top of the user stack of a thread that blocked in
@@ -422,6 +428,7 @@ impl SchedEvent {
             SchedEvent::GoRun { .. } => "go_run",
             SchedEvent::GoPark { .. } => "go_park",
             SchedEvent::GoExit { .. } => "go_exit",
+            SchedEvent::GoRunnable { .. } => "go_runnable",
         }
     }
 
@@ -476,7 +483,7 @@ impl SchedEvent {
                 j.extra.insert("sp".into(), hex(t.sp));
                 j.extra.insert("stack_bytes".into(), v(t.data.len() as u64));
             }
-            SchedEvent::GoRun { goid } | SchedEvent::GoExit { goid } => {
+            SchedEvent::GoRun { goid } | SchedEvent::GoExit { goid } | SchedEvent::GoRunnable { goid } => {
                 j.extra.insert("goid".into(), v(*goid));
             }
             SchedEvent::GoPark { goid, reason, ustack } => {
@@ -560,12 +567,13 @@ pub fn decode(buf: &[u8], kind_id: u32, d: &Decoder) -> Result<SchedEvent, Decod
                 data: buf[top::DATA..top::DATA + len].to_vec(),
             }))
         }
-        kind::GO_RUN | kind::GO_PARK | kind::GO_EXIT => {
+        kind::GO_RUN | kind::GO_PARK | kind::GO_EXIT | kind::GO_RUNNABLE => {
             need(buf, go::SIZE)?;
             let goid = u64_at(buf, go::GOID);
             Ok(match kind_id {
                 kind::GO_RUN => SchedEvent::GoRun { goid },
                 kind::GO_EXIT => SchedEvent::GoExit { goid },
+                kind::GO_RUNNABLE => SchedEvent::GoRunnable { goid },
                 _ => SchedEvent::GoPark { goid, reason: u32_at(buf, go::REASON), ustack: u64_at(buf, go::USTACK) },
             })
         }
@@ -657,10 +665,15 @@ pub fn encode(ev: &Event, t: &SchedEvent, mono_ts: u64) -> Option<Vec<u8>> {
             put(&mut b, top::DATA, &t.data[..len]);
             (kind::USTACK_TOP, b)
         }
-        SchedEvent::GoRun { goid } | SchedEvent::GoExit { goid } => {
+        SchedEvent::GoRun { goid } | SchedEvent::GoExit { goid } | SchedEvent::GoRunnable { goid } => {
             let mut b = vec![0u8; go::SIZE];
             put(&mut b, go::GOID, &goid.to_le_bytes());
-            (if matches!(t, SchedEvent::GoRun { .. }) { kind::GO_RUN } else { kind::GO_EXIT }, b)
+            let k = match t {
+                SchedEvent::GoRun { .. } => kind::GO_RUN,
+                SchedEvent::GoExit { .. } => kind::GO_EXIT,
+                _ => kind::GO_RUNNABLE,
+            };
+            (k, b)
         }
         SchedEvent::GoPark { goid, reason, ustack } => {
             let mut b = vec![0u8; go::SIZE];
@@ -776,6 +789,7 @@ mod tests {
             SchedEvent::GoRun { goid: 18 },
             SchedEvent::GoPark { goid: 18, reason: 2, ustack: 0xfeed },
             SchedEvent::GoExit { goid: u64::MAX },
+            SchedEvent::GoRunnable { goid: 1 },
         ] {
             let e = ev(body);
             let raw = crate::wire::encode(&e, &d).unwrap();

@@ -46,7 +46,7 @@ pub const DROP_REASONS: [&str; 20] = [
     "sched_busy",
     "sched_go_params",
     "sched_go_unreadable",
-    "",
+    "sched_go_inject_truncated",
     "",
     "",
     "",

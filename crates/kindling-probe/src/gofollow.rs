@@ -15,7 +15,7 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
-/// Go processes followed at goroutine level at once (3 perf events each).
+/// Go processes followed at goroutine level at once (up to 6 perf events each).
 pub const MAX_GO_PROCS: usize = 256;
 /// Executables whose inspection is remembered (by device and inode).
 const CACHE_MAX: usize = 64;
@@ -24,6 +24,9 @@ pub(crate) struct GoProgs {
     pub execute: OwnedFd,
     pub park: OwnedFd,
     pub exit: OwnedFd,
+    pub ready: OwnedFd,
+    pub exitsyscall0: OwnedFd,
+    pub injectglist: OwnedFd,
 }
 
 struct Followed {
@@ -116,15 +119,26 @@ impl GoFollower {
     fn attach(&self, pid: u32, rt: &GoRuntime) -> std::io::Result<Vec<OwnedFd>> {
         let mut params = [0u8; 8];
         params[..4].copy_from_slice(&rt.goid_offset.to_ne_bytes());
+        params[4..].copy_from_slice(&rt.schedlink_offset.to_ne_bytes());
         self.params
             .update(&pid.to_ne_bytes(), &params, MapFlags::ANY)
             .map_err(|e| std::io::Error::other(format!("go_params: {e}")))?;
         let path = CString::new(format!("/proc/{pid}/exe")).map_err(std::io::Error::other)?;
-        let mut out = Vec::with_capacity(3);
+        let mut out = Vec::with_capacity(6);
         out.push(uprobe(&path, rt.execute, pid, &self.progs.execute)?);
         out.push(uprobe(&path, rt.gopark, pid, &self.progs.park)?);
-        if let Some(off) = rt.goexit1 {
-            out.push(uprobe(&path, off, pid, &self.progs.exit)?);
+        // The others refine the picture; without them parks last until the
+        // goroutine runs again (the Go run queue wait folds into them).
+        let injectglist = rt.injectglist.filter(|_| rt.schedlink_offset != 0);
+        for (off, prog) in [
+            (rt.goexit1, &self.progs.exit),
+            (rt.ready, &self.progs.ready),
+            (rt.exitsyscall0, &self.progs.exitsyscall0),
+            (injectglist, &self.progs.injectglist),
+        ] {
+            if let Some(off) = off {
+                out.push(uprobe(&path, off, pid, prog)?);
+            }
         }
         Ok(out)
     }

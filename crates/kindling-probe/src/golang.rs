@@ -37,8 +37,15 @@ pub struct GoRuntime {
     pub execute: u64,
     pub gopark: u64,
     pub goexit1: Option<u64>,
+    /// File offsets of where goroutines become runnable: `runtime.ready`,
+    /// `runtime.injectglist` (needs `schedlink_offset`), `runtime.exitsyscall0`.
+    pub ready: Option<u64>,
+    pub injectglist: Option<u64>,
+    pub exitsyscall0: Option<u64>,
     /// `offsetof(runtime.g, goid)`.
     pub goid_offset: u32,
+    /// `offsetof(runtime.g, schedlink)` (0: unknown).
+    pub schedlink_offset: u32,
     /// `runtime.waitReasonStrings`, or a Go 1.19 table when unreadable.
     pub wait_reasons: Vec<String>,
 }
@@ -76,11 +83,26 @@ pub fn inspect_bytes(data: &[u8]) -> Result<GoRuntime, GoError> {
     let execute = offset("runtime.execute")?;
     let gopark = offset("runtime.gopark")?;
     let goexit1 = offset("runtime.goexit1").ok();
-    let goid_offset = goid_offset(&file).ok_or(GoError::NoGoid)?;
+    let (ready, injectglist, exitsyscall0) =
+        (offset("runtime.ready").ok(), offset("runtime.injectglist").ok(), offset("runtime.exitsyscall0").ok());
+    let members = g_members(&file, &["goid", "schedlink"]);
+    let goid_offset = members[0].ok_or(GoError::NoGoid)?;
+    let schedlink_offset = members[1].unwrap_or(0);
     let wait_reasons = sym("runtime.waitReasonStrings")
         .and_then(|s| wait_reasons(&file, s.address(), s.size()))
         .unwrap_or_else(|| kindling_events::sched::GO119_WAIT_REASONS.iter().map(|s| s.to_string()).collect());
-    Ok(GoRuntime { version, execute, gopark, goexit1, goid_offset, wait_reasons })
+    Ok(GoRuntime {
+        version,
+        execute,
+        gopark,
+        goexit1,
+        ready,
+        injectglist,
+        exitsyscall0,
+        goid_offset,
+        schedlink_offset,
+        wait_reasons,
+    })
 }
 
 /// Go >= 1.17 (register ABI); development builds are assumed recent.
@@ -166,8 +188,14 @@ fn file_offset(file: &object::File<'_>, addr: u64) -> Option<u64> {
     })
 }
 
-/// `DW_AT_data_member_location` of `goid` in the `runtime.g` structure.
-fn goid_offset(file: &object::File<'_>) -> Option<u32> {
+/// `DW_AT_data_member_location` of these members of the `runtime.g` structure.
+fn g_members(file: &object::File<'_>, names: &[&str]) -> Vec<Option<u32>> {
+    let mut out = vec![None; names.len()];
+    g_members_into(file, names, &mut out);
+    out
+}
+
+fn g_members_into(file: &object::File<'_>, names: &[&str], out: &mut [Option<u32>]) -> Option<()> {
     let load = |id: gimli::SectionId| -> Result<Cow<'_, [u8]>, gimli::Error> {
         Ok(file.section_by_name(id.name()).and_then(|s| s.uncompressed_data().ok()).unwrap_or(Cow::Borrowed(&[])))
     };
@@ -187,12 +215,17 @@ fn goid_offset(file: &object::File<'_>) -> Option<u32> {
             let mut members = node.children();
             while let Ok(Some(m)) = members.next() {
                 let m = m.entry();
-                if m.tag() == gimli::DW_TAG_member && has_name(&dwarf, &unit, m, "goid") {
-                    let loc = m.attr_value(gimli::DW_AT_data_member_location)?;
-                    return loc.udata_value().and_then(|v| u32::try_from(v).ok());
+                if m.tag() != gimli::DW_TAG_member {
+                    continue;
+                }
+                for (i, name) in names.iter().enumerate() {
+                    if has_name(&dwarf, &unit, m, name) {
+                        let loc = m.attr_value(gimli::DW_AT_data_member_location);
+                        out[i] = loc.and_then(|l| l.udata_value()).and_then(|v| u32::try_from(v).ok());
+                    }
                 }
             }
-            return None;
+            return Some(());
         }
     }
     None
@@ -263,6 +296,8 @@ mod tests {
         assert!(rt.version.starts_with("go1."), "{rt:?}");
         assert!(rt.execute > 0 && rt.gopark > 0 && rt.goexit1.is_some());
         assert!(rt.goid_offset > 0 && rt.goid_offset < 1024);
+        assert!(rt.schedlink_offset > 0 && rt.schedlink_offset < 1024 && rt.schedlink_offset != rt.goid_offset);
+        assert!(rt.ready.is_some() && rt.injectglist.is_some() && rt.exitsyscall0.is_some());
         assert!(rt.wait_reasons.iter().any(|r| r == "IO wait"));
         assert!(rt.wait_reasons.iter().any(|r| r == "semacquire"));
         // Stripped of DWARF: not followed.

@@ -77,6 +77,9 @@ pub(crate) fn setup<'obj>(
     open.progs.kd_go_execute.set_autoattach(false);
     open.progs.kd_go_park.set_autoattach(false);
     open.progs.kd_go_exit.set_autoattach(false);
+    open.progs.kd_go_ready.set_autoattach(false);
+    open.progs.kd_go_exitsyscall0.set_autoattach(false);
+    open.progs.kd_go_injectglist.set_autoattach(false);
     clear_libbpf_log();
     let skel = open.load().map_err(load_error)?;
     // Pids go into the maps now; goroutine following starts with the
@@ -238,6 +241,9 @@ impl SchedControl {
                 execute: dup(&skel.progs.kd_go_execute)?,
                 park: dup(&skel.progs.kd_go_park)?,
                 exit: dup(&skel.progs.kd_go_exit)?,
+                ready: dup(&skel.progs.kd_go_ready)?,
+                exitsyscall0: dup(&skel.progs.kd_go_exitsyscall0)?,
+                injectglist: dup(&skel.progs.kd_go_injectglist)?,
             };
             Some(GoFollower::new(progs, h(&skel.maps.go_params, "go_params")?))
         } else {

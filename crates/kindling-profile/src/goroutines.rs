@@ -11,10 +11,10 @@
 //! - current on a thread: that thread's slices (on-CPU, run queue, blocked
 //!   in a syscall with its reason and target);
 //! - parked: one slice whose state comes from the wait reason, with the
-//!   park's stack (until the goroutine runs again: the wait in Go's run
-//!   queue after it became runnable is part of it: it is not observed);
-//! - stopped by the scheduler without parking (preempted, yielded): Go run
-//!   queue, `runqueue`, until it runs again.
+//!   park's stack, until it is made runnable (`runtime.ready`,
+//!   `runtime.injectglist`; when that was not seen, until it runs again);
+//! - runnable, in Go's run queue (readied, preempted or yielded, back from a
+//!   syscall without a P: `runtime.exitsyscall0`): `runqueue`, until it runs.
 
 use crate::stacks::Frames;
 use crate::timeline::{Slice, State};
@@ -27,6 +27,9 @@ pub(crate) enum MarkKind {
     Run,
     Park { reason: u32, ustack: Option<Frames> },
     Exit,
+    /// Made runnable (readied, or back from a syscall without a P); `tid`
+    /// is the thread that did it.
+    Runnable,
 }
 
 #[derive(Clone, Debug)]
@@ -65,11 +68,23 @@ pub(crate) enum Segment {
 }
 
 impl GoProcess {
-    /// The goroutine current on `tid` at `ts`: the thread's last mark at or
-    /// before `ts`, if it is a run mark.
+    /// The goroutine current on `tid` at `ts`: the thread's last run, park
+    /// or exit mark at or before `ts`, if it is a run mark and the goroutine
+    /// did not leave the thread runnable since (a runnable mark of another
+    /// goroutine is the thread readying it).
     pub fn current(&self, tid: u32, ts: u64) -> Option<u64> {
-        let last = self.marks.iter().filter(|m| m.tid == tid && m.ts_ns <= ts).max_by_key(|m| m.ts_ns)?;
-        matches!(last.kind, MarkKind::Run).then_some(last.goid)
+        let last = self
+            .marks
+            .iter()
+            .filter(|m| m.tid == tid && m.ts_ns <= ts && !matches!(m.kind, MarkKind::Runnable))
+            .max_by_key(|m| m.ts_ns)?;
+        if !matches!(last.kind, MarkKind::Run) {
+            return None;
+        }
+        let left = self.marks.iter().any(|m| {
+            m.tid == tid && m.goid == last.goid && matches!(m.kind, MarkKind::Runnable) && m.ts_ns > last.ts_ns && m.ts_ns <= ts
+        });
+        (!left).then_some(last.goid)
     }
 
     pub fn knows(&self, goid: u64) -> bool {
@@ -123,13 +138,17 @@ impl GoProcess {
                     close(&st, m.ts_ns, &mut out);
                     st = St::Dead;
                 }
+                (MarkKind::Runnable, true, St::Unknown | St::On(..) | St::Parked(..)) => {
+                    close(&st, m.ts_ns, &mut out);
+                    st = St::Queued(m.ts_ns);
+                }
                 // Another goroutine on the thread it was current on: descheduled without parking.
                 (MarkKind::Run, false, St::On(tid, _)) if *tid == m.tid => {
                     close(&st, m.ts_ns, &mut out);
                     st = St::Queued(m.ts_ns);
                 }
                 // Lost marks: the thread it ran on parked or ended another goroutine.
-                (_, false, St::On(tid, _)) if *tid == m.tid => {
+                (MarkKind::Park { .. } | MarkKind::Exit, false, St::On(tid, _)) if *tid == m.tid => {
                     close(&st, m.ts_ns, &mut out);
                     st = St::Unknown;
                 }
@@ -260,8 +279,10 @@ mod tests {
     fn segments_follow_runs_parks_and_preemptions() {
         let mut p = GoProcess::default();
         p.marks.push_back(mk(10, 1, 7, MarkKind::Run));
+        p.marks.push_back(mk(12, 1, 3, MarkKind::Runnable)); // 7 readies 3: stays current
         p.marks.push_back(mk(20, 1, 7, MarkKind::Park { reason: 2, ustack: None }));
         p.marks.push_back(mk(21, 1, 8, MarkKind::Run));
+        p.marks.push_back(mk(28, 1, 7, MarkKind::Runnable)); // 8 readies 7
         p.marks.push_back(mk(30, 2, 7, MarkKind::Run));
         p.marks.push_back(mk(40, 2, 9, MarkKind::Run)); // 7 preempted
         p.marks.push_back(mk(50, 1, 7, MarkKind::Run));
@@ -271,21 +292,37 @@ mod tests {
             s,
             vec![
                 Segment::OnThread { tid: 1, start: 10, end: 20 },
-                Segment::Parked { start: 20, end: 30, reason: 2, ustack: None },
+                Segment::Parked { start: 20, end: 28, reason: 2, ustack: None },
+                Segment::Queued { start: 28, end: 30 },
                 Segment::OnThread { tid: 2, start: 30, end: 40 },
                 Segment::Queued { start: 40, end: 50 },
                 Segment::OnThread { tid: 1, start: 50, end: 60 },
             ]
         );
         assert_eq!(p.current(1, 15), Some(7));
+        assert_eq!(p.current(1, 12), Some(7));
         assert_eq!(p.current(1, 20), None, "parked at 20");
         assert_eq!(p.current(1, 25), Some(8));
         assert_eq!(p.current(2, 45), Some(9));
         assert_eq!(p.current(3, 45), None);
         assert_eq!(p.current(1, 5), None);
-        assert_eq!(p.goids(0, 100), vec![7, 8, 9]);
+        assert_eq!(p.goids(0, 100), vec![3, 7, 8, 9]);
         // Still running at the end: open until `until`.
         assert_eq!(p.segments(9, 100), vec![Segment::OnThread { tid: 2, start: 40, end: 100 }]);
+        // Back from a syscall without a P: it leaves its thread, runnable.
+        p.marks.push_back(mk(70, 3, 10, MarkKind::Run));
+        p.marks.push_back(mk(80, 3, 10, MarkKind::Runnable));
+        p.marks.push_back(mk(90, 4, 10, MarkKind::Run));
+        assert_eq!(
+            p.segments(10, 100),
+            vec![
+                Segment::OnThread { tid: 3, start: 70, end: 80 },
+                Segment::Queued { start: 80, end: 90 },
+                Segment::OnThread { tid: 4, start: 90, end: 100 },
+            ]
+        );
+        assert_eq!(p.current(3, 75), Some(10));
+        assert_eq!(p.current(3, 85), None);
     }
 
     #[test]

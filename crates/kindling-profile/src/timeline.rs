@@ -281,6 +281,7 @@ impl Timelines {
                 self.go_mark(ev, *goid, MarkKind::Park { reason: *reason, ustack })
             }
             SchedEvent::GoExit { goid } => self.go_mark(ev, *goid, MarkKind::Exit),
+            SchedEvent::GoRunnable { goid } => self.go_mark(ev, *goid, MarkKind::Runnable),
         }
     }
 
@@ -576,8 +577,8 @@ impl Timelines {
     /// thread's slices (on-CPU, run queue, blocked in a syscall); while
     /// parked, a slice whose state comes from the wait reason ("IO wait" ->
     /// net, mutexes and semaphores -> lock, "sleep" -> sleep, others ->
-    /// other) with the park's user stack; descheduled without parking: run
-    /// queue. None when the goroutine is unknown.
+    /// other) with the park's user stack; runnable in Go's run queue (made
+    /// runnable, preempted): `runqueue`. None when the goroutine is unknown.
     pub fn goroutine(&self, pid: u32, goid: u64, t0: u64, t1: u64) -> Option<ThreadTimeline> {
         let g = self.go.procs.get(&pid)?;
         if !g.knows(goid) || t0 >= t1 {
@@ -760,6 +761,8 @@ mod tests {
         t.observe(&ev(1, 3, 700, r(5)));
         t.observe(&ev(1, 3, 750, SchedEvent::Sample(SchedSample { kstack: 0, ustack: 0 })));
         t.observe(&ev(1, 3, 800, p(5, 2)));
+        // The netpoller (on thread 2) makes it runnable; it runs at 1000.
+        t.observe(&ev(1, 2, 990, SchedEvent::GoRunnable { goid: 5 }));
         t.observe(&ev(1, 3, 1000, r(5)));
         t.observe(&ev(1, 3, 1100, x(5)));
         t.observe(&ev(1, 3, 1200, SchedEvent::Slice(sl(700, 1150, 1190, 202))));
@@ -776,7 +779,8 @@ mod tests {
                 ("oncpu", 400, 450),
                 ("lock", 450, 700),
                 ("oncpu", 700, 800),
-                ("net", 800, 1000),
+                ("net", 800, 990),
+                ("runqueue", 990, 1000),
                 ("oncpu", 1000, 1100),
             ]
         );
@@ -802,7 +806,8 @@ mod tests {
         let g = t.goroutine(1, 5, 0, 2000).unwrap();
         assert_eq!(g.slices[4].state.name(), "lock");
         assert_eq!(g.slices[6].state.name(), "other");
-        assert_eq!(t.stats().go_marks, 7);
+        assert_eq!(t.stats().go_marks, 8);
+        assert_eq!(t.goroutine_at(1, 2, 995), Some(6), "readying another goroutine does not change the thread's");
         t.forget(1);
         assert_eq!(t.stats().go_marks, 0);
     }
@@ -828,6 +833,7 @@ mod tests {
             (1u64..4).prop_map(|goid| SchedEvent::GoRun { goid }),
             (1u64..4, 0u32..30, 0u64..4).prop_map(|(goid, reason, ustack)| SchedEvent::GoPark { goid, reason, ustack }),
             (1u64..4).prop_map(|goid| SchedEvent::GoExit { goid }),
+            (1u64..4).prop_map(|goid| SchedEvent::GoRunnable { goid }),
         ];
         (1u32..4, 1u32..8, 0u64..6_000, body).prop_map(|(pid, tid, ts, b)| ev(pid, tid, ts, b))
     }

@@ -52,6 +52,7 @@ enum kd_event_kind {
 	KD_EV_SCHED_GO_RUN = 45,  /* a Go thread starts running a goroutine (runtime.execute): kd_sched_go */
 	KD_EV_SCHED_GO_PARK = 46, /* the running goroutine parks (runtime.gopark): kd_sched_go */
 	KD_EV_SCHED_GO_EXIT = 47, /* the running goroutine ends (runtime.goexit1): kd_sched_go */
+	KD_EV_SCHED_GO_RUNNABLE = 48, /* a goroutine becomes runnable (runtime.ready, injectglist, exitsyscall0): kd_sched_go */
 };
 
 /* Which syscall a kd_sock_event came from. */
@@ -89,6 +90,7 @@ enum kd_drop_reason {
 	KD_DROP_SCHED_BUSY = 13,       /* a map was busy (a sample interrupted a switch on the same CPU) */
 	KD_DROP_SCHED_GO_PARAMS = 14,  /* a Go runtime probe fired in a process without its parameters */
 	KD_DROP_SCHED_GO_UNREADABLE = 15, /* a Go runtime probe could not read the goroutine's id */
+	KD_DROP_SCHED_GO_INJECT_TRUNCATED = 16, /* goroutines readied at once beyond KD_GO_INJECT_MAX (their readiness is not reported) */
 	KD_DROP__MAX = 20,
 };
 

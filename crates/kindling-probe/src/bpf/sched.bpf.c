@@ -637,8 +637,8 @@ int kd_sched_sample(struct bpf_perf_event_data *ctx)
  * CX, ...; R14 always holds the running goroutine's g. So the goroutine is
  * read from the registers, exactly, with no per-thread state to keep. */
 struct go_params {
-	__u32 goid_off; /* offsetof(runtime.g, goid), from the binary's DWARF */
-	__u32 _pad;
+	__u32 goid_off;      /* offsetof(runtime.g, goid), from the binary's DWARF */
+	__u32 schedlink_off; /* offsetof(runtime.g, schedlink) (0: unknown) */
 };
 
 struct {
@@ -666,17 +666,22 @@ static __always_inline __u64 entry_stack_id(struct pt_regs *ctx, __u32 gen)
 	return stack_finish(s, n / 8 + 1, true, gen);
 }
 
+static __always_inline struct go_params *go_params_of_current(void)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!tgid_wanted(tgid))
+		return NULL;
+	struct go_params *gp = bpf_map_lookup_elem(&go_params, &tgid);
+	if (!gp)
+		count_drop(KD_DROP_SCHED_GO_PARAMS);
+	return gp;
+}
+
 static __always_inline void go_event(struct pt_regs *ctx, __u32 kind, __u64 g, __u32 reason, bool stack)
 {
-	__u64 id = bpf_get_current_pid_tgid();
-	__u32 tgid = id >> 32;
-	if (!tgid_wanted(tgid))
+	struct go_params *gp = go_params_of_current();
+	if (!gp)
 		return;
-	struct go_params *gp = bpf_map_lookup_elem(&go_params, &tgid);
-	if (!gp) {
-		count_drop(KD_DROP_SCHED_GO_PARAMS);
-		return;
-	}
 	__u64 goid = 0;
 	if (!g || bpf_probe_read_user(&goid, sizeof(goid), (void *)(g + gp->goid_off))) {
 		count_drop(KD_DROP_SCHED_GO_UNREADABLE);
@@ -715,6 +720,64 @@ SEC("uprobe")
 int BPF_KPROBE(kd_go_park)
 {
 	go_event(ctx, KD_EV_SCHED_GO_PARK, ctx->r14, (__u8)ctx->cx, true);
+	return 0;
+}
+
+/* func ready(gp *g, traceskip int, next bool): gp (AX) leaves its wait,
+ * runnable (mutexes, channels, timers... not the netpoller: injectglist). */
+SEC("uprobe")
+int BPF_KPROBE(kd_go_ready)
+{
+	go_event(ctx, KD_EV_SCHED_GO_RUNNABLE, ctx->ax, 0, false);
+	return 0;
+}
+
+/* func exitsyscall0(gp *g) (via mcall, gp in AX): back from a syscall with
+ * no P, gp goes to the global run queue and its thread stops. */
+SEC("uprobe")
+int BPF_KPROBE(kd_go_exitsyscall0)
+{
+	go_event(ctx, KD_EV_SCHED_GO_RUNNABLE, ctx->ax, 0, false);
+	return 0;
+}
+
+/* Goroutines readied together (by the netpoller) enter the run queues here. */
+#define KD_GO_INJECT_MAX 32
+
+/* func injectglist(glist *gList): a list linked by g.schedlink (AX: &list). */
+SEC("uprobe")
+int BPF_KPROBE(kd_go_injectglist)
+{
+	struct go_params *gp = go_params_of_current();
+	if (!gp || !gp->schedlink_off)
+		return 0;
+	__u32 goid_off = gp->goid_off, link_off = gp->schedlink_off;
+	__u64 g = 0;
+	if (bpf_probe_read_user(&g, sizeof(g), (void *)ctx->ax))
+		return 0;
+	for (int i = 0; i < KD_GO_INJECT_MAX && g; i++) {
+		__u64 goid = 0;
+		if (bpf_probe_read_user(&goid, sizeof(goid), (void *)(g + goid_off))) {
+			count_drop(KD_DROP_SCHED_GO_UNREADABLE);
+			return 0;
+		}
+		struct kd_sched_go *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+		if (!e) {
+			count_drop(KD_DROP_SCHED_RINGBUF_FULL);
+		} else {
+			fill_header(&e->hdr, KD_EV_SCHED_GO_RUNNABLE, bpf_ktime_get_ns());
+			e->goid = goid;
+			e->ustack = 0;
+			e->reason = 0;
+			e->_pad = 0;
+			bpf_ringbuf_submit(e, wakeup_flag());
+		}
+		if (bpf_probe_read_user(&g, sizeof(g), (void *)(g + link_off)))
+			return 0;
+	}
+	/* Longer lists: the rest stay parked until they run (counted). */
+	if (g)
+		count_drop(KD_DROP_SCHED_GO_INJECT_TRUNCATED);
 	return 0;
 }
 
