@@ -20,6 +20,9 @@ pub const MAX_GO_PROCS: usize = 256;
 /// Executables whose inspection is remembered (by device and inode).
 const CACHE_MAX: usize = 64;
 
+/// An executable by device and inode (`None`: not a Go program we can follow).
+type FileId = (u64, u64);
+
 pub(crate) struct GoProgs {
     pub execute: OwnedFd,
     pub park: OwnedFd,
@@ -38,7 +41,7 @@ pub(crate) struct GoFollower {
     progs: GoProgs,
     params: MapHandle,
     procs: Mutex<HashMap<u32, Followed>>,
-    cache: Mutex<HashMap<(u64, u64), Option<Arc<GoRuntime>>>>,
+    cache: Mutex<HashMap<FileId, Option<Arc<GoRuntime>>>>,
 }
 
 impl GoFollower {

@@ -173,7 +173,7 @@ fn read_go_string(file: &object::File<'_>, addr: u64) -> Option<String> {
 /// `[N]string` at `addr`: pointers into .rodata, absolute in non-PIE
 /// executables (PIE ones need relocations: None, the caller falls back).
 fn wait_reasons(file: &object::File<'_>, addr: u64, size: u64) -> Option<Vec<String>> {
-    if size == 0 || size % 16 != 0 || size > 256 * 16 {
+    if size == 0 || !size.is_multiple_of(16) || size > 256 * 16 {
         return None;
     }
     (0..size / 16).map(|i| read_go_string(file, addr + i * 16)).collect()
