@@ -98,12 +98,7 @@ fn thread_doc(pid: u32, t: &ThreadTimeline, sym: &mut Symbolizer) -> ThreadDoc {
 pub fn timeline(tl: &Timelines, pid: u32, t0: u64, t1: u64, sym: &mut Symbolizer) -> TimelineDoc {
     sym.refresh_perf_map(pid);
     let threads = tl.threads(pid, None, t0, t1).iter().map(|t| thread_doc(pid, t, sym)).collect();
-    let goroutines = tl
-        .goroutines(pid, t0, t1)
-        .into_iter()
-        .take(MAX_GOROUTINES)
-        .filter_map(|g| tl.goroutine(pid, g, t0, t1))
-        .map(|t| thread_doc(pid, &t, sym))
-        .collect();
+    let goroutines =
+        tl.goroutine_timelines(pid, t0, t1).iter().take(MAX_GOROUTINES).map(|t| thread_doc(pid, t, sym)).collect();
     TimelineDoc { pid, start_ns: t0, end_ns: t1, threads, goroutines }
 }

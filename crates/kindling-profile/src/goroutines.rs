@@ -101,62 +101,105 @@ impl GoProcess {
 
     /// The goroutine's segments up to `until` (open ones end there), in time order.
     pub fn segments(&self, goid: u64, until: u64) -> Vec<Segment> {
-        // The goroutine's own marks and every mark of the threads it ran on
-        // (another goroutine starting there ends its turn).
-        let tids: HashSet<u32> = self.marks.iter().filter(|m| m.goid == goid).map(|m| m.tid).collect();
-        let mut marks: Vec<&Mark> = self.marks.iter().filter(|m| m.goid == goid || tids.contains(&m.tid)).collect();
-        marks.sort_by_key(|m| m.ts_ns);
-        enum St {
-            Unknown,
-            On(u32, u64),
-            Parked(u64, u32, Option<Frames>),
-            Queued(u64),
-            Dead,
-        }
-        let mut st = St::Unknown;
-        let mut out = Vec::new();
-        let close = |st: &St, end: u64, out: &mut Vec<Segment>| match st {
-            St::On(tid, start) if end > *start => out.push(Segment::OnThread { tid: *tid, start: *start, end }),
-            St::Parked(start, reason, ustack) if end > *start => {
-                out.push(Segment::Parked { start: *start, end, reason: *reason, ustack: ustack.clone() })
+        self.segments_of(Some(goid), until).remove(&goid).unwrap_or_default()
+    }
+
+    /// Every goroutine's segments (or only `only`'s) up to `until`, in one
+    /// pass over the marks in time order.
+    pub fn segments_of(&self, only: Option<u64>, until: u64) -> HashMap<u64, Vec<Segment>> {
+        let mut marks: Vec<&Mark> = match only {
+            // Its own marks and every mark of the threads it ran on (another
+            // goroutine starting there ends its turn): all that can change it.
+            Some(goid) => {
+                let tids: HashSet<u32> = self.marks.iter().filter(|m| m.goid == goid).map(|m| m.tid).collect();
+                self.marks.iter().filter(|m| m.goid == goid || tids.contains(&m.tid)).collect()
             }
-            St::Queued(start) if end > *start => out.push(Segment::Queued { start: *start, end }),
-            _ => {}
+            None => self.marks.iter().collect(),
         };
+        // Stable: marks of the same instant keep their arrival order.
+        marks.sort_by_key(|m| m.ts_ns);
+        let mut w = Walk { only, states: HashMap::new(), current: HashMap::new(), out: HashMap::new() };
         for m in marks {
-            let ours = m.goid == goid;
-            match (&m.kind, ours, &st) {
-                (MarkKind::Run, true, _) => {
-                    close(&st, m.ts_ns, &mut out);
-                    st = St::On(m.tid, m.ts_ns);
+            let (g, tid, ts) = (m.goid, m.tid, m.ts_ns);
+            // The goroutine current on this thread, other than `g`.
+            let other = w.current.get(&tid).copied().filter(|h| *h != g && w.is_on(*h, tid));
+            match &m.kind {
+                MarkKind::Run => {
+                    // Another goroutine starts on its thread: it was descheduled without parking.
+                    if let Some(h) = other {
+                        w.set(h, St::Queued(ts), ts);
+                    }
+                    w.set(g, St::On(tid, ts), ts);
+                    w.current.insert(tid, g);
                 }
-                (MarkKind::Park { reason, ustack }, true, _) => {
-                    close(&st, m.ts_ns, &mut out);
-                    st = St::Parked(m.ts_ns, *reason, ustack.clone());
+                MarkKind::Park { reason, ustack } => {
+                    // Lost marks: the thread it ran on parked another goroutine.
+                    if let Some(h) = other {
+                        w.set(h, St::Unknown, ts);
+                    }
+                    w.set(g, St::Parked(ts, *reason, ustack.clone()), ts);
                 }
-                (MarkKind::Exit, true, _) => {
-                    close(&st, m.ts_ns, &mut out);
-                    st = St::Dead;
+                MarkKind::Exit => {
+                    if let Some(h) = other {
+                        w.set(h, St::Unknown, ts);
+                    }
+                    w.set(g, St::Dead, ts);
                 }
-                (MarkKind::Runnable, true, St::Unknown | St::On(..) | St::Parked(..)) => {
-                    close(&st, m.ts_ns, &mut out);
-                    st = St::Queued(m.ts_ns);
+                MarkKind::Runnable => {
+                    if !matches!(w.states.get(&g), Some(St::Queued(_) | St::Dead)) {
+                        w.set(g, St::Queued(ts), ts);
+                    }
                 }
-                // Another goroutine on the thread it was current on: descheduled without parking.
-                (MarkKind::Run, false, St::On(tid, _)) if *tid == m.tid => {
-                    close(&st, m.ts_ns, &mut out);
-                    st = St::Queued(m.ts_ns);
-                }
-                // Lost marks: the thread it ran on parked or ended another goroutine.
-                (MarkKind::Park { .. } | MarkKind::Exit, false, St::On(tid, _)) if *tid == m.tid => {
-                    close(&st, m.ts_ns, &mut out);
-                    st = St::Unknown;
-                }
-                _ => {}
             }
         }
-        close(&st, until, &mut out);
-        out
+        let open: Vec<u64> = w.states.keys().copied().collect();
+        for g in open {
+            w.set(g, St::Dead, until);
+        }
+        w.out
+    }
+}
+
+enum St {
+    Unknown,
+    On(u32, u64),
+    Parked(u64, u32, Option<Frames>),
+    Queued(u64),
+    Dead,
+}
+
+/// The state of every goroutine while walking the marks.
+struct Walk {
+    only: Option<u64>,
+    states: HashMap<u64, St>,
+    /// The goroutine each thread last started.
+    current: HashMap<u32, u64>,
+    out: HashMap<u64, Vec<Segment>>,
+}
+
+impl Walk {
+    fn is_on(&self, g: u64, tid: u32) -> bool {
+        matches!(self.states.get(&g), Some(St::On(t, _)) if *t == tid)
+    }
+
+    /// `g` enters state `new` at `ts`: its previous state becomes a segment.
+    fn set(&mut self, g: u64, new: St, ts: u64) {
+        let old = self.states.insert(g, new).unwrap_or(St::Unknown);
+        if let St::On(t, _) = old {
+            if self.current.get(&t) == Some(&g) && !self.is_on(g, t) {
+                self.current.remove(&t);
+            }
+        }
+        if self.only.is_some_and(|o| o != g) {
+            return;
+        }
+        let seg = match old {
+            St::On(tid, start) if ts > start => Segment::OnThread { tid, start, end: ts },
+            St::Parked(start, reason, ustack) if ts > start => Segment::Parked { start, end: ts, reason, ustack },
+            St::Queued(start) if ts > start => Segment::Queued { start, end: ts },
+            _ => return,
+        };
+        self.out.entry(g).or_default().push(seg);
     }
 }
 

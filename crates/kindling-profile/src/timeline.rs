@@ -584,7 +584,6 @@ impl Timelines {
         if !g.knows(goid) || t0 >= t1 {
             return None;
         }
-        let pseudo = goid as u32;
         let segs = g.segments(goid, t1);
         let mut tids: Vec<u32> = segs
             .iter()
@@ -597,6 +596,37 @@ impl Timelines {
         tids.dedup();
         let threads = self.threads(pid, Some(&tids), t0, t1);
         let by_tid: HashMap<u32, &[Slice]> = threads.iter().map(|t| (t.tid, t.slices.as_slice())).collect();
+        Some(self.goroutine_timeline(pid, goid, segs, &by_tid, t0, t1))
+    }
+
+    /// Every goroutine of a process that has time in `[t0, t1)`, as
+    /// [`Timelines::goroutine`] gives them one by one (in one pass), by id.
+    pub fn goroutine_timelines(&self, pid: u32, t0: u64, t1: u64) -> Vec<ThreadTimeline> {
+        let Some(g) = self.go.procs.get(&pid) else { return Vec::new() };
+        if t0 >= t1 {
+            return Vec::new();
+        }
+        let threads = self.threads(pid, None, t0, t1);
+        let by_tid: HashMap<u32, &[Slice]> = threads.iter().map(|t| (t.tid, t.slices.as_slice())).collect();
+        let mut all: Vec<(u64, Vec<Segment>)> = g.segments_of(None, t1).into_iter().collect();
+        all.sort_unstable_by_key(|(goid, _)| *goid);
+        all.into_iter()
+            .map(|(goid, segs)| self.goroutine_timeline(pid, goid, segs, &by_tid, t0, t1))
+            .filter(|t| !t.slices.is_empty())
+            .collect()
+    }
+
+    /// A goroutine's segments cut along its threads' slices, in `[t0, t1)`.
+    fn goroutine_timeline(
+        &self,
+        pid: u32,
+        goid: u64,
+        segs: Vec<Segment>,
+        by_tid: &HashMap<u32, &[Slice]>,
+        t0: u64,
+        t1: u64,
+    ) -> ThreadTimeline {
+        let pseudo = goid as u32;
         let mut slices = Vec::new();
         for seg in segs {
             let (start, end) = match &seg {
@@ -624,7 +654,7 @@ impl Timelines {
                 }
             }
         }
-        Some(ThreadTimeline { tid: pseudo, name: format!("goroutine {goid}"), slices })
+        ThreadTimeline { tid: pseudo, name: format!("goroutine {goid}"), slices }
     }
 
     /// On-CPU samples of the threads while they ran goroutine `goid`, in
@@ -861,8 +891,15 @@ mod tests {
                     }
                 }
                 prop_assert!(t.samples(pid, t0, t0 + len).iter().all(|s| s.ts_ns >= t0 && s.ts_ns < t0 + len));
+                // All at once is the same as one by one.
+                let all = t.goroutine_timelines(pid, t0, t0 + len);
+                let key = |g: &ThreadTimeline| -> Vec<(u32, u64, u64, &'static str)> {
+                    g.slices.iter().map(|s| (s.tid, s.start_ns, s.end_ns, s.state.name())).collect()
+                };
                 for goid in 1..4 {
-                    if let Some(g) = t.goroutine(pid, goid, t0, t0 + len) {
+                    let one = t.goroutine(pid, goid, t0, t0 + len).filter(|g| !g.slices.is_empty());
+                    prop_assert_eq!(one.as_ref().map(key), all.iter().find(|g| g.tid == goid as u32).map(key));
+                    if let Some(g) = one {
                         prop_assert!(g.slices.iter().all(|s| s.start_ns < s.end_ns && s.start_ns >= t0 && s.end_ns <= t0 + len));
                     }
                     prop_assert!(t.goroutine_samples(pid, goid, t0, t0 + len).iter().all(|s| s.ts_ns >= t0 && s.ts_ns < t0 + len));
