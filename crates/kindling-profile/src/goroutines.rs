@@ -99,23 +99,34 @@ impl GoProcess {
         v
     }
 
-    /// The goroutine's segments up to `until` (open ones end there), in time order.
-    pub fn segments(&self, goid: u64, until: u64) -> Vec<Segment> {
-        self.segments_of(Some(goid), until).remove(&goid).unwrap_or_default()
+    /// The goroutine's segments up to `until` (open ones end there), in time
+    /// order; complete from `from` on (earlier ones may be missing).
+    pub fn segments(&self, goid: u64, from: u64, until: u64) -> Vec<Segment> {
+        self.segments_of(Some((goid, from)), until).remove(&goid).unwrap_or_default()
     }
 
-    /// Every goroutine's segments (or only `only`'s) up to `until`, in one
-    /// pass over the marks in time order.
-    pub fn segments_of(&self, only: Option<u64>, until: u64) -> HashMap<u64, Vec<Segment>> {
+    /// Every goroutine's segments (or only one's, from some time on) up to
+    /// `until`, in one pass over the marks in time order.
+    pub fn segments_of(&self, only: Option<(u64, u64)>, until: u64) -> HashMap<u64, Vec<Segment>> {
         let mut marks: Vec<&Mark> = match only {
             // Its own marks and every mark of the threads it ran on (another
-            // goroutine starting there ends its turn): all that can change it.
-            Some(goid) => {
-                let tids: HashSet<u32> = self.marks.iter().filter(|m| m.goid == goid).map(|m| m.tid).collect();
-                self.marks.iter().filter(|m| m.goid == goid || tids.contains(&m.tid)).collect()
+            // goroutine starting there ends its turn): all that can change
+            // it, from its last run, park or exit at or before `from` (that
+            // sets its state whatever it was before; a runnable mark does not).
+            Some((goid, from)) => {
+                let own = self.marks.iter().filter(|m| m.goid == goid);
+                let start = own
+                    .clone()
+                    .filter(|m| m.ts_ns <= from && !matches!(m.kind, MarkKind::Runnable))
+                    .map(|m| m.ts_ns)
+                    .max();
+                let start = start.or_else(|| own.clone().map(|m| m.ts_ns).min()).unwrap_or(0);
+                let tids: HashSet<u32> = own.filter(|m| m.ts_ns >= start).map(|m| m.tid).collect();
+                self.marks.iter().filter(|m| m.ts_ns >= start && (m.goid == goid || tids.contains(&m.tid))).collect()
             }
             None => self.marks.iter().collect(),
         };
+        let only = only.map(|(g, _)| g);
         // Stable: marks of the same instant keep their arrival order.
         marks.sort_by_key(|m| m.ts_ns);
         let mut w = Walk { only, states: HashMap::new(), current: HashMap::new(), out: HashMap::new() };
@@ -330,7 +341,9 @@ mod tests {
         p.marks.push_back(mk(40, 2, 9, MarkKind::Run)); // 7 preempted
         p.marks.push_back(mk(50, 1, 7, MarkKind::Run));
         p.marks.push_back(mk(60, 1, 7, MarkKind::Exit));
-        let s = p.segments(7, 100);
+        let s = p.segments(7, 0, 100);
+        // From a later time on: the same, the start aside.
+        assert_eq!(p.segments(7, 35, 100)[..], s[s.len() - 3..]);
         assert_eq!(
             s,
             vec![
@@ -351,13 +364,13 @@ mod tests {
         assert_eq!(p.current(1, 5), None);
         assert_eq!(p.goids(0, 100), vec![3, 7, 8, 9]);
         // Still running at the end: open until `until`.
-        assert_eq!(p.segments(9, 100), vec![Segment::OnThread { tid: 2, start: 40, end: 100 }]);
+        assert_eq!(p.segments(9, 0, 100), vec![Segment::OnThread { tid: 2, start: 40, end: 100 }]);
         // Back from a syscall without a P: it leaves its thread, runnable.
         p.marks.push_back(mk(70, 3, 10, MarkKind::Run));
         p.marks.push_back(mk(80, 3, 10, MarkKind::Runnable));
         p.marks.push_back(mk(90, 4, 10, MarkKind::Run));
         assert_eq!(
-            p.segments(10, 100),
+            p.segments(10, 0, 100),
             vec![
                 Segment::OnThread { tid: 3, start: 70, end: 80 },
                 Segment::Queued { start: 80, end: 90 },

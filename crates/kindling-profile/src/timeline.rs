@@ -584,7 +584,7 @@ impl Timelines {
         if !g.knows(goid) || t0 >= t1 {
             return None;
         }
-        let segs = g.segments(goid, t1);
+        let segs = g.segments(goid, t0, t1);
         let mut tids: Vec<u32> = segs
             .iter()
             .filter_map(|s| match s {
@@ -662,7 +662,7 @@ impl Timelines {
     pub fn goroutine_samples(&self, pid: u32, goid: u64, t0: u64, t1: u64) -> Vec<Sample> {
         let (Some(g), Some(p)) = (self.go.procs.get(&pid), self.procs.get(&pid)) else { return Vec::new() };
         let runs: Vec<(u32, u64, u64)> = g
-            .segments(goid, t1)
+            .segments(goid, t0, t1)
             .into_iter()
             .filter_map(|s| match s {
                 Segment::OnThread { tid, start, end } => Some((tid, start.max(t0), end.min(t1))),
