@@ -98,7 +98,16 @@ pub mod go {
     pub const GOID: usize = 40;
     pub const USTACK: usize = 48;
     pub const REASON: usize = 56;
-    pub const SIZE: usize = 64;
+    pub const FD: usize = 60;
+    pub const SOCK_ID: usize = 64;
+    pub const FD_KIND: usize = 72;
+    pub const FAMILY: usize = 73;
+    pub const PROTO: usize = 74;
+    pub const SPORT: usize = 76;
+    pub const DPORT: usize = 78;
+    pub const SADDR: usize = 80;
+    pub const DADDR: usize = 96;
+    pub const SIZE: usize = 112;
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -112,8 +121,9 @@ pub enum SchedEvent {
     GoRun { goid: u64 },
     /// The goroutine the thread ran parks (runtime.gopark): `reason` is the
     /// runtime's waitReason number (its name depends on the Go version),
-    /// `ustack` the goroutine's user stack hash (0: none).
-    GoPark { goid: u64, reason: u32, ustack: u64 },
+    /// `ustack` the goroutine's user stack hash (0: none); in the netpoller
+    /// ("IO wait"), the inet socket it waits on when seen.
+    GoPark { goid: u64, reason: u32, ustack: u64, socket: Option<SockTarget> },
     /// The goroutine the thread ran ends (runtime.goexit1).
     GoExit { goid: u64 },
     /// Goroutine `goid` becomes runnable: readied after a park
@@ -486,7 +496,14 @@ impl SchedEvent {
             SchedEvent::GoRun { goid } | SchedEvent::GoExit { goid } | SchedEvent::GoRunnable { goid } => {
                 j.extra.insert("goid".into(), v(*goid));
             }
-            SchedEvent::GoPark { goid, reason, ustack } => {
+            SchedEvent::GoPark { goid, reason, ustack, socket } => {
+                if let Some(t) = socket {
+                    j.proto = Some(t.proto.name());
+                    j.family = Some(if t.src.is_ipv6() || t.dst.is_ipv6() { "ipv6" } else { "ipv4" });
+                    j.src = Some(format_addr(&t.src));
+                    j.dst = Some(format_addr(&t.dst));
+                    j.sock_id = Some(t.sock_id);
+                }
                 j.extra.insert("goid".into(), v(*goid));
                 j.extra.insert("wait_reason".into(), v(*reason as u64));
                 j.extra.insert("ustack".into(), hex(*ustack));
@@ -574,7 +591,19 @@ pub fn decode(buf: &[u8], kind_id: u32, d: &Decoder) -> Result<SchedEvent, Decod
                 kind::GO_RUN => SchedEvent::GoRun { goid },
                 kind::GO_EXIT => SchedEvent::GoExit { goid },
                 kind::GO_RUNNABLE => SchedEvent::GoRunnable { goid },
-                _ => SchedEvent::GoPark { goid, reason: u32_at(buf, go::REASON), ustack: u64_at(buf, go::USTACK) },
+                _ => {
+                    let family = buf[go::FAMILY];
+                    let socket = match (FdKind::from_wire(buf[go::FD_KIND]), family, buf[go::PROTO]) {
+                        (FdKind::Socket, AF_INET | AF_INET6, p @ (IPPROTO_TCP | IPPROTO_UDP)) => Some(SockTarget {
+                            sock_id: u64_at(buf, go::SOCK_ID),
+                            proto: if p == IPPROTO_UDP { L4Proto::Udp } else { L4Proto::Tcp },
+                            src: addr(family, &buf[go::SADDR..go::SADDR + 16], u16_at(buf, go::SPORT))?,
+                            dst: addr(family, &buf[go::DADDR..go::DADDR + 16], u16_at(buf, go::DPORT))?,
+                        }),
+                        _ => None,
+                    };
+                    SchedEvent::GoPark { goid, reason: u32_at(buf, go::REASON), ustack: u64_at(buf, go::USTACK), socket }
+                }
             })
         }
         other => Err(DecodeError::UnknownKind(other)),
@@ -675,11 +704,24 @@ pub fn encode(ev: &Event, t: &SchedEvent, mono_ts: u64) -> Option<Vec<u8>> {
             };
             (k, b)
         }
-        SchedEvent::GoPark { goid, reason, ustack } => {
+        SchedEvent::GoPark { goid, reason, ustack, socket } => {
             let mut b = vec![0u8; go::SIZE];
             put(&mut b, go::GOID, &goid.to_le_bytes());
             put(&mut b, go::USTACK, &ustack.to_le_bytes());
             put(&mut b, go::REASON, &reason.to_le_bytes());
+            put(&mut b, go::FD, &(-1i32).to_le_bytes());
+            if let Some(t) = socket {
+                let v6 = t.src.is_ipv6() || t.dst.is_ipv6();
+                put(&mut b, go::FD, &3i32.to_le_bytes());
+                b[go::FD_KIND] = FdKind::Socket.to_wire();
+                b[go::FAMILY] = if v6 { AF_INET6 } else { AF_INET };
+                b[go::PROTO] = if t.proto == L4Proto::Udp { IPPROTO_UDP } else { IPPROTO_TCP };
+                put(&mut b, go::SOCK_ID, &t.sock_id.to_le_bytes());
+                put(&mut b, go::SADDR, &ip_bytes(t.src.ip(), v6));
+                put(&mut b, go::DADDR, &ip_bytes(t.dst.ip(), v6));
+                put(&mut b, go::SPORT, &t.src.port().to_le_bytes());
+                put(&mut b, go::DPORT, &t.dst.port().to_le_bytes());
+            }
             (kind::GO_PARK, b)
         }
     };
@@ -787,7 +829,18 @@ mod tests {
                 data: (0..=255u8).collect(),
             }),
             SchedEvent::GoRun { goid: 18 },
-            SchedEvent::GoPark { goid: 18, reason: 2, ustack: 0xfeed },
+            SchedEvent::GoPark { goid: 18, reason: 18, ustack: 0xfeed, socket: None },
+            SchedEvent::GoPark {
+                goid: 19,
+                reason: 2,
+                ustack: 0,
+                socket: Some(SockTarget {
+                    sock_id: 7,
+                    proto: L4Proto::Tcp,
+                    src: "[::1]:40000".parse().unwrap(),
+                    dst: "[::1]:6379".parse().unwrap(),
+                }),
+            },
             SchedEvent::GoExit { goid: u64::MAX },
             SchedEvent::GoRunnable { goid: 1 },
         ] {

@@ -15,7 +15,7 @@ use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 
-/// Go processes followed at goroutine level at once (up to 6 perf events each).
+/// Go processes followed at goroutine level at once (up to 7 perf events each).
 pub const MAX_GO_PROCS: usize = 256;
 /// Executables whose inspection is remembered (by device and inode).
 const CACHE_MAX: usize = 64;
@@ -30,6 +30,7 @@ pub(crate) struct GoProgs {
     pub ready: OwnedFd,
     pub exitsyscall0: OwnedFd,
     pub injectglist: OwnedFd,
+    pub pollwait: OwnedFd,
 }
 
 struct Followed {
@@ -120,9 +121,12 @@ impl GoFollower {
     }
 
     fn attach(&self, pid: u32, rt: &GoRuntime) -> std::io::Result<Vec<OwnedFd>> {
-        let mut params = [0u8; 8];
+        let io_wait = rt.wait_reasons.iter().position(|r| r == "IO wait").unwrap_or(0) as u32;
+        let mut params = [0u8; 16];
         params[..4].copy_from_slice(&rt.goid_offset.to_ne_bytes());
-        params[4..].copy_from_slice(&rt.schedlink_offset.to_ne_bytes());
+        params[4..8].copy_from_slice(&rt.schedlink_offset.to_ne_bytes());
+        params[8..12].copy_from_slice(&rt.pd_fd_offset.to_ne_bytes());
+        params[12..].copy_from_slice(&io_wait.to_ne_bytes());
         self.params
             .update(&pid.to_ne_bytes(), &params, MapFlags::ANY)
             .map_err(|e| std::io::Error::other(format!("go_params: {e}")))?;
@@ -133,7 +137,9 @@ impl GoFollower {
         // The others refine the picture; without them parks last until the
         // goroutine runs again (the Go run queue wait folds into them).
         let injectglist = rt.injectglist.filter(|_| rt.schedlink_offset != 0);
+        let pollwait = rt.poll_wait.filter(|_| rt.pd_fd_offset != 0);
         for (off, prog) in [
+            (pollwait, &self.progs.pollwait),
             (rt.goexit1, &self.progs.exit),
             (rt.ready, &self.progs.ready),
             (rt.exitsyscall0, &self.progs.exitsyscall0),

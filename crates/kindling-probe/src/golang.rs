@@ -42,6 +42,10 @@ pub struct GoRuntime {
     pub ready: Option<u64>,
     pub injectglist: Option<u64>,
     pub exitsyscall0: Option<u64>,
+    /// `internal/poll.runtime_pollWait`: the fd a netpoller wait is for.
+    pub poll_wait: Option<u64>,
+    /// `offsetof(runtime.pollDesc, fd)` (0: unknown).
+    pub pd_fd_offset: u32,
     /// `offsetof(runtime.g, goid)`.
     pub goid_offset: u32,
     /// `offsetof(runtime.g, schedlink)` (0: unknown).
@@ -85,9 +89,11 @@ pub fn inspect_bytes(data: &[u8]) -> Result<GoRuntime, GoError> {
     let goexit1 = offset("runtime.goexit1").ok();
     let (ready, injectglist, exitsyscall0) =
         (offset("runtime.ready").ok(), offset("runtime.injectglist").ok(), offset("runtime.exitsyscall0").ok());
-    let members = g_members(&file, &["goid", "schedlink"]);
-    let goid_offset = members[0].ok_or(GoError::NoGoid)?;
-    let schedlink_offset = members[1].unwrap_or(0);
+    let poll_wait = offset("internal/poll.runtime_pollWait").ok();
+    let m = struct_members(&file, &[("runtime.g", &["goid", "schedlink"]), ("runtime.pollDesc", &["fd"])]);
+    let goid_offset = m[0][0].ok_or(GoError::NoGoid)?;
+    let schedlink_offset = m[0][1].unwrap_or(0);
+    let pd_fd_offset = m[1][0].unwrap_or(0);
     let wait_reasons = sym("runtime.waitReasonStrings")
         .and_then(|s| wait_reasons(&file, s.address(), s.size()))
         .unwrap_or_else(|| kindling_events::sched::GO119_WAIT_REASONS.iter().map(|s| s.to_string()).collect());
@@ -99,6 +105,8 @@ pub fn inspect_bytes(data: &[u8]) -> Result<GoRuntime, GoError> {
         ready,
         injectglist,
         exitsyscall0,
+        poll_wait,
+        pd_fd_offset,
         goid_offset,
         schedlink_offset,
         wait_reasons,
@@ -188,14 +196,18 @@ fn file_offset(file: &object::File<'_>, addr: u64) -> Option<u64> {
     })
 }
 
-/// `DW_AT_data_member_location` of these members of the `runtime.g` structure.
-fn g_members(file: &object::File<'_>, names: &[&str]) -> Vec<Option<u32>> {
-    let mut out = vec![None; names.len()];
-    g_members_into(file, names, &mut out);
+/// `DW_AT_data_member_location` of members of structures (by name), from
+/// the top-level types of the binary's compile units.
+type Members<'a> = &'a [(&'a str, &'a [&'a str])];
+
+fn struct_members(file: &object::File<'_>, want: Members<'_>) -> Vec<Vec<Option<u32>>> {
+    let mut out: Vec<Vec<Option<u32>>> = want.iter().map(|(_, names)| vec![None; names.len()]).collect();
+    struct_members_into(file, want, &mut out);
     out
 }
 
-fn g_members_into(file: &object::File<'_>, names: &[&str], out: &mut [Option<u32>]) -> Option<()> {
+fn struct_members_into(file: &object::File<'_>, want: Members<'_>, out: &mut [Vec<Option<u32>>]) -> Option<()> {
+    let mut found = vec![false; want.len()];
     let load = |id: gimli::SectionId| -> Result<Cow<'_, [u8]>, gimli::Error> {
         Ok(file.section_by_name(id.name()).and_then(|s| s.uncompressed_data().ok()).unwrap_or(Cow::Borrowed(&[])))
     };
@@ -209,9 +221,14 @@ fn g_members_into(file: &object::File<'_>, names: &[&str], out: &mut [Option<u32
         let mut children = root.children();
         while let Ok(Some(node)) = children.next() {
             let e = node.entry();
-            if e.tag() != gimli::DW_TAG_structure_type || !has_name(&dwarf, &unit, e, "runtime.g") {
+            if e.tag() != gimli::DW_TAG_structure_type {
                 continue;
             }
+            let Some(k) = (0..want.len()).find(|k| !found[*k] && has_name(&dwarf, &unit, e, want[*k].0)) else {
+                continue;
+            };
+            found[k] = true;
+            let names = want[k].1;
             let mut members = node.children();
             while let Ok(Some(m)) = members.next() {
                 let m = m.entry();
@@ -221,11 +238,13 @@ fn g_members_into(file: &object::File<'_>, names: &[&str], out: &mut [Option<u32
                 for (i, name) in names.iter().enumerate() {
                     if has_name(&dwarf, &unit, m, name) {
                         let loc = m.attr_value(gimli::DW_AT_data_member_location);
-                        out[i] = loc.and_then(|l| l.udata_value()).and_then(|v| u32::try_from(v).ok());
+                        out[k][i] = loc.and_then(|l| l.udata_value()).and_then(|v| u32::try_from(v).ok());
                     }
                 }
             }
-            return Some(());
+            if found.iter().all(|f| *f) {
+                return Some(());
+            }
         }
     }
     None
@@ -284,7 +303,7 @@ mod tests {
         }
         let dir = std::env::temp_dir().join(format!("kd-golang-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("main.go"), "package main\nfunc main() { println(1) }\n").unwrap();
+        std::fs::write(dir.join("main.go"), "package main\nimport \"fmt\"\nfunc main() { fmt.Println(1) }\n").unwrap();
         let out = std::process::Command::new("go")
             .args(["build", "-o", "prog", "main.go"])
             .current_dir(&dir)
@@ -298,6 +317,7 @@ mod tests {
         assert!(rt.goid_offset > 0 && rt.goid_offset < 1024);
         assert!(rt.schedlink_offset > 0 && rt.schedlink_offset < 1024 && rt.schedlink_offset != rt.goid_offset);
         assert!(rt.ready.is_some() && rt.injectglist.is_some() && rt.exitsyscall0.is_some());
+        assert!(rt.poll_wait.is_some() && rt.pd_fd_offset > 0, "{rt:?}");
         assert!(rt.wait_reasons.iter().any(|r| r == "IO wait"));
         assert!(rt.wait_reasons.iter().any(|r| r == "semacquire"));
         // Stripped of DWARF: not followed.

@@ -80,6 +80,7 @@ pub(crate) fn setup<'obj>(
     open.progs.kd_go_ready.set_autoattach(false);
     open.progs.kd_go_exitsyscall0.set_autoattach(false);
     open.progs.kd_go_injectglist.set_autoattach(false);
+    open.progs.kd_go_pollwait.set_autoattach(false);
     clear_libbpf_log();
     let skel = open.load().map_err(load_error)?;
     // Pids go into the maps now; goroutine following starts with the
@@ -244,6 +245,7 @@ impl SchedControl {
                 ready: dup(&skel.progs.kd_go_ready)?,
                 exitsyscall0: dup(&skel.progs.kd_go_exitsyscall0)?,
                 injectglist: dup(&skel.progs.kd_go_injectglist)?,
+                pollwait: dup(&skel.progs.kd_go_pollwait)?,
             };
             Some(GoFollower::new(progs, h(&skel.maps.go_params, "go_params")?))
         } else {
@@ -517,6 +519,15 @@ mod layout {
     same!(kd_sched_go.goid == go::GOID);
     same!(kd_sched_go.ustack == go::USTACK);
     same!(kd_sched_go.reason == go::REASON);
+    same!(kd_sched_go.fd == go::FD);
+    same!(kd_sched_go.sock_id == go::SOCK_ID);
+    same!(kd_sched_go.fd_kind == go::FD_KIND);
+    same!(kd_sched_go.family == go::FAMILY);
+    same!(kd_sched_go.proto == go::PROTO);
+    same!(kd_sched_go.sport == go::SPORT);
+    same!(kd_sched_go.dport == go::DPORT);
+    same!(kd_sched_go.saddr == go::SADDR);
+    same!(kd_sched_go.daddr == go::DADDR);
 
     const _: () = assert!(size_of::<types::kd_sched_ustack_top>() == top::SIZE);
     same!(kd_sched_ustack_top.offcpu_start == top::OFFCPU_START);

@@ -17,7 +17,7 @@
 //!   syscall without a P: `runtime.exitsyscall0`): `runqueue`, until it runs.
 
 use crate::stacks::Frames;
-use crate::timeline::{Slice, State};
+use crate::timeline::{Slice, State, Target};
 use kindling_events::sched::OffCpuReason;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -25,7 +25,7 @@ use std::sync::Arc;
 #[derive(Clone, Debug)]
 pub(crate) enum MarkKind {
     Run,
-    Park { reason: u32, ustack: Option<Frames> },
+    Park { reason: u32, ustack: Option<Frames>, target: Option<Arc<Target>> },
     Exit,
     /// Made runnable (readied, or back from a syscall without a P); `tid`
     /// is the thread that did it.
@@ -62,7 +62,7 @@ pub fn park_reason(name: &str) -> OffCpuReason {
 pub(crate) enum Segment {
     /// Current on thread `tid`.
     OnThread { tid: u32, start: u64, end: u64 },
-    Parked { start: u64, end: u64, reason: u32, ustack: Option<Frames> },
+    Parked { start: u64, end: u64, reason: u32, ustack: Option<Frames>, target: Option<Arc<Target>> },
     /// Runnable, in Go's run queue (descheduled without parking).
     Queued { start: u64, end: u64 },
 }
@@ -143,12 +143,12 @@ impl GoProcess {
                     w.set(g, St::On(tid, ts), ts);
                     w.current.insert(tid, g);
                 }
-                MarkKind::Park { reason, ustack } => {
+                MarkKind::Park { reason, ustack, target } => {
                     // Lost marks: the thread it ran on parked another goroutine.
                     if let Some(h) = other {
                         w.set(h, St::Unknown, ts);
                     }
-                    w.set(g, St::Parked(ts, *reason, ustack.clone()), ts);
+                    w.set(g, St::Parked(ts, *reason, ustack.clone(), target.clone()), ts);
                 }
                 MarkKind::Exit => {
                     if let Some(h) = other {
@@ -174,7 +174,7 @@ impl GoProcess {
 enum St {
     Unknown,
     On(u32, u64),
-    Parked(u64, u32, Option<Frames>),
+    Parked(u64, u32, Option<Frames>, Option<Arc<Target>>),
     Queued(u64),
     Dead,
 }
@@ -206,7 +206,9 @@ impl Walk {
         }
         let seg = match old {
             St::On(tid, start) if ts > start => Segment::OnThread { tid, start, end: ts },
-            St::Parked(start, reason, ustack) if ts > start => Segment::Parked { start, end: ts, reason, ustack },
+            St::Parked(start, reason, ustack, target) if ts > start => {
+                Segment::Parked { start, end: ts, reason, ustack, target }
+            }
             St::Queued(start) if ts > start => Segment::Queued { start, end: ts },
             _ => return,
         };
@@ -215,14 +217,21 @@ impl Walk {
 }
 
 /// A parked segment as a slice of pseudo-thread `tid`.
-pub(crate) fn parked_slice(tid: u32, start: u64, end: u64, name: &str, ustack: Option<Frames>) -> Slice {
+pub(crate) fn parked_slice(
+    tid: u32,
+    start: u64,
+    end: u64,
+    name: &str,
+    ustack: Option<Frames>,
+    target: Option<Arc<Target>>,
+) -> Slice {
     Slice {
         tid,
         start_ns: start,
         end_ns: end,
         state: State::Off(park_reason(name)),
         syscall: -1,
-        target: None,
+        target,
         waker_tid: 0,
         kstack: None,
         ustack,
@@ -334,7 +343,7 @@ mod tests {
         let mut p = GoProcess::default();
         p.marks.push_back(mk(10, 1, 7, MarkKind::Run));
         p.marks.push_back(mk(12, 1, 3, MarkKind::Runnable)); // 7 readies 3: stays current
-        p.marks.push_back(mk(20, 1, 7, MarkKind::Park { reason: 2, ustack: None }));
+        p.marks.push_back(mk(20, 1, 7, MarkKind::Park { reason: 2, ustack: None, target: None }));
         p.marks.push_back(mk(21, 1, 8, MarkKind::Run));
         p.marks.push_back(mk(28, 1, 7, MarkKind::Runnable)); // 8 readies 7
         p.marks.push_back(mk(30, 2, 7, MarkKind::Run));
@@ -348,7 +357,7 @@ mod tests {
             s,
             vec![
                 Segment::OnThread { tid: 1, start: 10, end: 20 },
-                Segment::Parked { start: 20, end: 28, reason: 2, ustack: None },
+                Segment::Parked { start: 20, end: 28, reason: 2, ustack: None, target: None },
                 Segment::Queued { start: 28, end: 30 },
                 Segment::OnThread { tid: 2, start: 30, end: 40 },
                 Segment::Queued { start: 40, end: 50 },

@@ -276,9 +276,12 @@ impl Timelines {
             }
             SchedEvent::Slice(sl) => self.slice(ev, sl),
             SchedEvent::GoRun { goid } => self.go_mark(ev, *goid, MarkKind::Run),
-            SchedEvent::GoPark { goid, reason, ustack } => {
+            SchedEvent::GoPark { goid, reason, ustack, socket } => {
                 let ustack = self.stacks.get(*ustack);
-                self.go_mark(ev, *goid, MarkKind::Park { reason: *reason, ustack })
+                let target = socket
+                    .as_ref()
+                    .map(|t| self.intern_target(Target::Peer { proto: t.proto, local: t.src, peer: t.dst }));
+                self.go_mark(ev, *goid, MarkKind::Park { reason: *reason, ustack, target })
             }
             SchedEvent::GoExit { goid } => self.go_mark(ev, *goid, MarkKind::Exit),
             SchedEvent::GoRunnable { goid } => self.go_mark(ev, *goid, MarkKind::Runnable),
@@ -643,12 +646,12 @@ impl Timelines {
                         goroutines::cut(th, start, end, pseudo, &mut slices);
                     }
                 }
-                Segment::Parked { reason, ustack, .. } => {
+                Segment::Parked { reason, ustack, target, .. } => {
                     let name = self.wait_reason_name(pid, reason);
-                    slices.push(goroutines::parked_slice(pseudo, start, end, name, ustack));
+                    slices.push(goroutines::parked_slice(pseudo, start, end, name, ustack, target));
                 }
                 Segment::Queued { .. } => {
-                    let mut s = goroutines::parked_slice(pseudo, start, end, "", None);
+                    let mut s = goroutines::parked_slice(pseudo, start, end, "", None, None);
                     s.state = State::Off(OffCpuReason::Runqueue);
                     slices.push(s);
                 }
@@ -776,7 +779,7 @@ mod tests {
     #[test]
     fn goroutines_follow_their_threads_and_parks() {
         let mut t = Timelines::default();
-        let (r, p, x) = (|g| SchedEvent::GoRun { goid: g }, |g, reason| SchedEvent::GoPark { goid: g, reason, ustack: 7 }, |g| SchedEvent::GoExit { goid: g });
+        let (r, p, x) = (|g| SchedEvent::GoRun { goid: g }, |g, reason| SchedEvent::GoPark { goid: g, reason, ustack: 7, socket: None }, |g| SchedEvent::GoExit { goid: g });
         t.observe(&ev(1, 2, 50, SchedEvent::Stack(SchedStack { id: 7, kernel: false, frames: vec![1, 2] })));
         t.observe(&ev(1, 2, 100, r(5)));
         let mut read = sl(100, 200, 350, 0);
@@ -790,7 +793,13 @@ mod tests {
         t.observe(&ev(1, 3, 700, SchedEvent::Slice(sl(0, 650, 690, 232))));
         t.observe(&ev(1, 3, 700, r(5)));
         t.observe(&ev(1, 3, 750, SchedEvent::Sample(SchedSample { kstack: 0, ustack: 0 })));
-        t.observe(&ev(1, 3, 800, p(5, 2)));
+        let sock = SockTarget {
+            sock_id: 1,
+            proto: L4Proto::Tcp,
+            src: "127.0.0.1:5000".parse().unwrap(),
+            dst: "127.0.0.1:6379".parse().unwrap(),
+        };
+        t.observe(&ev(1, 3, 800, SchedEvent::GoPark { goid: 5, reason: 2, ustack: 0, socket: Some(sock) }));
         // The netpoller (on thread 2) makes it runnable; it runs at 1000.
         t.observe(&ev(1, 2, 990, SchedEvent::GoRunnable { goid: 5 }));
         t.observe(&ev(1, 3, 1000, r(5)));
@@ -816,6 +825,8 @@ mod tests {
         );
         assert!(g.slices.iter().all(|s| s.tid == 5));
         assert_eq!(g.slices[4].ustack.as_deref(), Some(&[1u64, 2][..]), "the park's stack");
+        let net = &g.slices[6];
+        assert_eq!(net.target.as_ref().map(|t| t.to_string()).as_deref(), Some("tcp 127.0.0.1:5000 -> 127.0.0.1:6379"));
         // Clipped to the window.
         let w = t.goroutine(1, 5, 420, 720).unwrap();
         let got: Vec<(&str, u64, u64)> = w.slices.iter().map(|s| (s.state.name(), s.start_ns, s.end_ns)).collect();
@@ -861,7 +872,7 @@ mod tests {
                 .prop_map(|(id, frames)| SchedEvent::Stack(SchedStack { id, kernel: id % 2 == 0, frames })),
             (0u64..5_000).prop_map(|t| SchedEvent::File(SchedFile { offcpu_start_ns: t, path: "/x".into() })),
             (1u64..4).prop_map(|goid| SchedEvent::GoRun { goid }),
-            (1u64..4, 0u32..30, 0u64..4).prop_map(|(goid, reason, ustack)| SchedEvent::GoPark { goid, reason, ustack }),
+            (1u64..4, 0u32..30, 0u64..4).prop_map(|(goid, reason, ustack)| SchedEvent::GoPark { goid, reason, ustack, socket: None }),
             (1u64..4).prop_map(|goid| SchedEvent::GoExit { goid }),
             (1u64..4).prop_map(|goid| SchedEvent::GoRunnable { goid }),
         ];

@@ -269,7 +269,16 @@ struct kd_sched_go {
 	__u64 goid;           /* the goroutine (runtime.g.goid) */
 	__u64 ustack;         /* GO_PARK: user stack hash at gopark (0: none) */
 	__u32 reason;         /* GO_PARK: runtime.waitReason (an index into runtime.waitReasonStrings) */
-	__u32 _pad;
+	__s32 fd;             /* GO_PARK in "IO wait": the fd it polls (-1: none) */
+	__u64 sock_id;        /* ... and when that is a socket, as in kd_sched_slice */
+	__u8 fd_kind;         /* enum kd_fd_kind */
+	__u8 family;
+	__u8 proto;
+	__u8 _pad;
+	__u16 sport;
+	__u16 dport;
+	__u8 saddr[16];
+	__u8 daddr[16];
 };
 
 #endif /* __KINDLING_H */

@@ -289,7 +289,8 @@ static __always_inline void emit_file(struct file *f, struct kd_sched_slice *st,
 }
 
 /* What a blocked task's fd is: for an inet socket its addresses, for a file its path. */
-static __always_inline void classify_fd(struct task_struct *t, int fd, struct kd_sched_slice *st, __u64 now)
+static __always_inline void classify_fd(struct task_struct *t, int fd, struct kd_sched_slice *st, __u64 now,
+					bool with_path)
 {
 	st->fd_kind = KD_FD_NONE;
 	if (fd < 0)
@@ -305,7 +306,8 @@ static __always_inline void classify_fd(struct task_struct *t, int fd, struct kd
 	st->fd_kind = KD_FD_OTHER;
 	if ((mode & S_IFMT) == S_IFREG || (mode & S_IFMT) == S_IFBLK) {
 		st->fd_kind = KD_FD_FILE;
-		emit_file(f, st, now);
+		if (with_path)
+			emit_file(f, st, now);
 		return;
 	}
 	if ((mode & S_IFMT) != S_IFSOCK)
@@ -440,7 +442,7 @@ static __always_inline void switch_out(void *ctx, struct task_struct *prev, bool
 	st->arg1 = BPF_CORE_READ(regs, si);
 	if (fd_syscall(nr)) {
 		st->fd = (int)BPF_CORE_READ(regs, di);
-		classify_fd(prev, st->fd, st, now);
+		classify_fd(prev, st->fd, st, now, true);
 	}
 }
 
@@ -637,9 +639,33 @@ int kd_sched_sample(struct bpf_perf_event_data *ctx)
  * CX, ...; R14 always holds the running goroutine's g. So the goroutine is
  * read from the registers, exactly, with no per-thread state to keep. */
 struct go_params {
-	__u32 goid_off;      /* offsetof(runtime.g, goid), from the binary's DWARF */
-	__u32 schedlink_off; /* offsetof(runtime.g, schedlink) (0: unknown) */
+	__u32 goid_off;       /* offsetof(runtime.g, goid), from the binary's DWARF */
+	__u32 schedlink_off;  /* offsetof(runtime.g, schedlink) (0: unknown) */
+	__u32 pd_fd_off;      /* offsetof(runtime.pollDesc, fd) (0: unknown) */
+	__u32 io_wait_reason; /* the waitReason of "IO wait" (0: unknown) */
 };
+
+/* The fd a goroutine is about to wait on in the netpoller, by thread (set
+ * by internal/poll.runtime_pollWait, taken by the gopark that follows). */
+struct go_pollwait {
+	__u64 goid;
+	__s64 fd;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct go_pollwait);
+} go_polls SEC(".maps");
+
+/* Room to classify a polled fd (classify_fd fills a slice's socket fields). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kd_sched_slice);
+} go_fd_scratch SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -693,6 +719,23 @@ static __always_inline void go_event(struct pt_regs *ctx, __u32 kind, __u64 g, _
 		if (c)
 			ustack = entry_stack_id(ctx, c->stack_gen);
 	}
+	/* A netpoller wait: what the fd polled is (its socket's addresses). */
+	struct kd_sched_slice *fdc = NULL;
+	__s32 fd = -1;
+	if (kind == KD_EV_SCHED_GO_PARK && gp->io_wait_reason && reason == gp->io_wait_reason) {
+		__u32 tid = (__u32)bpf_get_current_pid_tgid(), zero = 0;
+		struct go_pollwait *pw = bpf_map_lookup_elem(&go_polls, &tid);
+		fdc = bpf_map_lookup_elem(&go_fd_scratch, &zero);
+		if (pw && fdc && pw->goid == goid && pw->fd >= 0 && pw->fd < 0x7fffffff) {
+			fd = (__s32)pw->fd;
+			__builtin_memset(fdc, 0, sizeof(*fdc));
+			classify_fd((struct task_struct *)bpf_get_current_task(), fd, fdc, 0, false);
+		} else {
+			fdc = NULL;
+		}
+		if (pw)
+			bpf_map_delete_elem(&go_polls, &tid);
+	}
 	struct kd_sched_go *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		count_drop(KD_DROP_SCHED_RINGBUF_FULL);
@@ -702,8 +745,45 @@ static __always_inline void go_event(struct pt_regs *ctx, __u32 kind, __u64 g, _
 	e->goid = goid;
 	e->ustack = ustack;
 	e->reason = reason;
+	e->fd = fd;
+	e->sock_id = 0;
+	e->fd_kind = KD_FD_NONE;
+	e->family = 0;
+	e->proto = 0;
 	e->_pad = 0;
+	e->sport = 0;
+	e->dport = 0;
+	__builtin_memset(e->saddr, 0, sizeof(e->saddr));
+	__builtin_memset(e->daddr, 0, sizeof(e->daddr));
+	if (fdc) {
+		e->sock_id = fdc->sock_id;
+		e->fd_kind = fdc->fd_kind;
+		e->family = fdc->family;
+		e->proto = fdc->proto;
+		e->sport = fdc->sport;
+		e->dport = fdc->dport;
+		__builtin_memcpy(e->saddr, fdc->saddr, sizeof(e->saddr));
+		__builtin_memcpy(e->daddr, fdc->daddr, sizeof(e->daddr));
+	}
 	bpf_ringbuf_submit(e, wakeup_flag());
+}
+
+/* func poll_runtime_pollWait(pd *pollDesc, mode int) (linked as
+ * internal/poll.runtime_pollWait): the running goroutine (R14) is about to
+ * wait for pd's fd; the gopark that follows on this thread reports it. */
+SEC("uprobe")
+int BPF_KPROBE(kd_go_pollwait)
+{
+	struct go_params *gp = go_params_of_current();
+	if (!gp || !gp->pd_fd_off || !ctx->r14 || !ctx->ax)
+		return 0;
+	struct go_pollwait v = { .fd = -1 };
+	if (bpf_probe_read_user(&v.goid, sizeof(v.goid), (void *)(ctx->r14 + gp->goid_off)) ||
+	    bpf_probe_read_user(&v.fd, sizeof(v.fd), (void *)(ctx->ax + gp->pd_fd_off)))
+		return 0;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	bpf_map_update_elem(&go_polls, &tid, &v, BPF_ANY);
+	return 0;
 }
 
 /* func execute(gp *g, inheritTime bool): gp (AX) starts running on this thread. */
@@ -765,11 +845,10 @@ int BPF_KPROBE(kd_go_injectglist)
 		if (!e) {
 			count_drop(KD_DROP_SCHED_RINGBUF_FULL);
 		} else {
+			__builtin_memset(e, 0, sizeof(*e));
 			fill_header(&e->hdr, KD_EV_SCHED_GO_RUNNABLE, bpf_ktime_get_ns());
 			e->goid = goid;
-			e->ustack = 0;
-			e->reason = 0;
-			e->_pad = 0;
+			e->fd = -1;
 			bpf_ringbuf_submit(e, wakeup_flag());
 		}
 		if (bpf_probe_read_user(&g, sizeof(g), (void *)(g + link_off)))

@@ -691,7 +691,7 @@ fn profile_go_goroutine_on_cpu_lock_and_net_wait() {
         "go build",
     );
     let mut subject = Subject::spawn(&mut Command::new(&out));
-    subject.expect("ready");
+    let peer_port: u16 = subject.expect("ready ").trim_start_matches("ready ").trim().parse().expect("peer port");
     let prof = Profiler::start(subject.pid(), "3s", &["--format", "timeline"], "goroutines.json");
     std::thread::sleep(Duration::from_millis(300));
     subject.say("go");
@@ -725,6 +725,12 @@ fn profile_go_goroutine_on_cpu_lock_and_net_wait() {
     let parked_in = |state: &str, f: &str| sl.iter().any(|s| s["state"] == state && stack_of(s).iter().any(|x| x.contains(f)));
     assert!(parked_in("lock", "main.lockStep"), "lock slice without main.lockStep; {summary:?}");
     assert!(parked_in("net", "main.netStep"), "net slice without main.netStep; {summary:?}");
+    // The netpoller wait names the socket it waited on (the peer's port the subject printed).
+    let net_targets: Vec<&str> = sl.iter().filter(|s| s["state"] == "net" && dur_ms(s) > 50.0).filter_map(|s| s["target"].as_str()).collect();
+    assert!(
+        net_targets.iter().any(|t| t.starts_with("tcp 127.0.0.1:") && t.ends_with(&format!("-> 127.0.0.1:{peer_port}"))),
+        "net wait without the peer 127.0.0.1:{peer_port}: {net_targets:?}"
+    );
     // gopark's caller is in the stack too (its return address, read at the probe).
     assert!(parked_in("lock", "runtime.semacquire1"), "lock slice without gopark's caller; {summary:?}");
 }

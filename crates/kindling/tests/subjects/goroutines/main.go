@@ -1,8 +1,9 @@
 // One goroutine per request ("go" on stdin) that burns ~150 ms of CPU time in
 // main.burn, waits ~100 ms on a sync.Mutex another goroutine holds while it
 // sleeps, and ~200 ms on a TCP read from a peer on 127.0.0.1 that answers
-// after 200 ms. Prints "goid N" when a request starts and what it measured
-// itself when it ends. The goroutine-following root test profiles it.
+// after 200 ms. Prints "ready PORT" (the peer's port), "goid N" when a
+// request starts and what it measured itself when it ends. The
+// goroutine-following root test profiles it.
 package main
 
 import (
@@ -126,7 +127,7 @@ func main() {
 		os.Exit(1)
 	}
 	go peer(ln)
-	fmt.Println("ready")
+	fmt.Println("ready", ln.Addr().(*net.TCPAddr).Port)
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
 		done := make(chan string)
