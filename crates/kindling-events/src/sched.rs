@@ -20,6 +20,10 @@ pub mod kind {
     pub const STACK: u32 = 42;
     pub const FILE: u32 = 43;
     pub const USTACK_TOP: u32 = 44;
+    pub const GO_RUN: u32 = 45;
+    pub const GO_PARK: u32 = 46;
+    pub const GO_EXIT: u32 = 47;
+    pub const GO_RUNNABLE: u32 = 48;
 }
 
 /// `struct kd_sched_slice` field offsets.
@@ -89,6 +93,23 @@ pub mod top {
     pub const SIZE: usize = DATA + MAX;
 }
 
+/// `struct kd_sched_go` field offsets.
+pub mod go {
+    pub const GOID: usize = 40;
+    pub const USTACK: usize = 48;
+    pub const REASON: usize = 56;
+    pub const FD: usize = 60;
+    pub const SOCK_ID: usize = 64;
+    pub const FD_KIND: usize = 72;
+    pub const FAMILY: usize = 73;
+    pub const PROTO: usize = 74;
+    pub const SPORT: usize = 76;
+    pub const DPORT: usize = 78;
+    pub const SADDR: usize = 80;
+    pub const DADDR: usize = 96;
+    pub const SIZE: usize = 112;
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum SchedEvent {
     Slice(SchedSlice),
@@ -96,6 +117,20 @@ pub enum SchedEvent {
     Stack(SchedStack),
     File(SchedFile),
     StackTop(SchedStackTop),
+    /// The thread in the header starts running goroutine `goid` (runtime.execute).
+    GoRun { goid: u64 },
+    /// The goroutine the thread ran parks (runtime.gopark): `reason` is the
+    /// runtime's waitReason number (its name depends on the Go version),
+    /// `ustack` the goroutine's user stack hash (0: none); in the netpoller
+    /// ("IO wait"), the inet socket it waits on when seen.
+    GoPark { goid: u64, reason: u32, ustack: u64, socket: Option<SockTarget> },
+    /// The goroutine the thread ran ends (runtime.goexit1).
+    GoExit { goid: u64 },
+    /// Goroutine `goid` becomes runnable: readied after a park
+    /// (runtime.ready, runtime.injectglist for the netpoller) or back from a
+    /// syscall without a P (runtime.exitsyscall0). The thread is the one
+    /// that made it so.
+    GoRunnable { goid: u64 },
 }
 
 /// The user registers and top of the user stack of a thread that blocked in
@@ -308,6 +343,39 @@ pub struct SchedFile {
     pub path: String,
 }
 
+/// `runtime.waitReasonStrings` of Go 1.19 (the `reason` of
+/// [`SchedEvent::GoPark`] -> its name), for when the binary's own table is
+/// not at hand (replays, PIE executables).
+pub const GO119_WAIT_REASONS: &[&str] = &[
+    "",
+    "GC assist marking",
+    "IO wait",
+    "chan receive (nil chan)",
+    "chan send (nil chan)",
+    "dumping heap",
+    "garbage collection",
+    "garbage collection scan",
+    "panicwait",
+    "select",
+    "select (no cases)",
+    "GC assist wait",
+    "GC sweep wait",
+    "GC scavenge wait",
+    "chan receive",
+    "chan send",
+    "finalizer wait",
+    "force gc (idle)",
+    "semacquire",
+    "sleep",
+    "sync.Cond.Wait",
+    "timer goroutine (idle)",
+    "trace reader (blocked)",
+    "wait for GC cycle",
+    "GC worker (idle)",
+    "preempted",
+    "debug call",
+];
+
 /// Names of the x86-64 syscalls a thread is commonly found blocked in.
 pub fn syscall_name(n: i64) -> Option<&'static str> {
     Some(match n {
@@ -367,6 +435,10 @@ impl SchedEvent {
             SchedEvent::Stack(_) => "sched_stack",
             SchedEvent::File(_) => "sched_file",
             SchedEvent::StackTop(_) => "sched_stack_top",
+            SchedEvent::GoRun { .. } => "go_run",
+            SchedEvent::GoPark { .. } => "go_park",
+            SchedEvent::GoExit { .. } => "go_exit",
+            SchedEvent::GoRunnable { .. } => "go_runnable",
         }
     }
 
@@ -420,6 +492,21 @@ impl SchedEvent {
                 j.extra.insert("ip".into(), hex(t.ip));
                 j.extra.insert("sp".into(), hex(t.sp));
                 j.extra.insert("stack_bytes".into(), v(t.data.len() as u64));
+            }
+            SchedEvent::GoRun { goid } | SchedEvent::GoExit { goid } | SchedEvent::GoRunnable { goid } => {
+                j.extra.insert("goid".into(), v(*goid));
+            }
+            SchedEvent::GoPark { goid, reason, ustack, socket } => {
+                if let Some(t) = socket {
+                    j.proto = Some(t.proto.name());
+                    j.family = Some(if t.src.is_ipv6() || t.dst.is_ipv6() { "ipv6" } else { "ipv4" });
+                    j.src = Some(format_addr(&t.src));
+                    j.dst = Some(format_addr(&t.dst));
+                    j.sock_id = Some(t.sock_id);
+                }
+                j.extra.insert("goid".into(), v(*goid));
+                j.extra.insert("wait_reason".into(), v(*reason as u64));
+                j.extra.insert("ustack".into(), hex(*ustack));
             }
         }
     }
@@ -496,6 +583,28 @@ pub fn decode(buf: &[u8], kind_id: u32, d: &Decoder) -> Result<SchedEvent, Decod
                 bp: u64_at(buf, top::BP),
                 data: buf[top::DATA..top::DATA + len].to_vec(),
             }))
+        }
+        kind::GO_RUN | kind::GO_PARK | kind::GO_EXIT | kind::GO_RUNNABLE => {
+            need(buf, go::SIZE)?;
+            let goid = u64_at(buf, go::GOID);
+            Ok(match kind_id {
+                kind::GO_RUN => SchedEvent::GoRun { goid },
+                kind::GO_EXIT => SchedEvent::GoExit { goid },
+                kind::GO_RUNNABLE => SchedEvent::GoRunnable { goid },
+                _ => {
+                    let family = buf[go::FAMILY];
+                    let socket = match (FdKind::from_wire(buf[go::FD_KIND]), family, buf[go::PROTO]) {
+                        (FdKind::Socket, AF_INET | AF_INET6, p @ (IPPROTO_TCP | IPPROTO_UDP)) => Some(SockTarget {
+                            sock_id: u64_at(buf, go::SOCK_ID),
+                            proto: if p == IPPROTO_UDP { L4Proto::Udp } else { L4Proto::Tcp },
+                            src: addr(family, &buf[go::SADDR..go::SADDR + 16], u16_at(buf, go::SPORT))?,
+                            dst: addr(family, &buf[go::DADDR..go::DADDR + 16], u16_at(buf, go::DPORT))?,
+                        }),
+                        _ => None,
+                    };
+                    SchedEvent::GoPark { goid, reason: u32_at(buf, go::REASON), ustack: u64_at(buf, go::USTACK), socket }
+                }
+            })
         }
         other => Err(DecodeError::UnknownKind(other)),
     }
@@ -584,6 +693,36 @@ pub fn encode(ev: &Event, t: &SchedEvent, mono_ts: u64) -> Option<Vec<u8>> {
             put(&mut b, top::LEN, &(len as u32).to_le_bytes());
             put(&mut b, top::DATA, &t.data[..len]);
             (kind::USTACK_TOP, b)
+        }
+        SchedEvent::GoRun { goid } | SchedEvent::GoExit { goid } | SchedEvent::GoRunnable { goid } => {
+            let mut b = vec![0u8; go::SIZE];
+            put(&mut b, go::GOID, &goid.to_le_bytes());
+            let k = match t {
+                SchedEvent::GoRun { .. } => kind::GO_RUN,
+                SchedEvent::GoExit { .. } => kind::GO_EXIT,
+                _ => kind::GO_RUNNABLE,
+            };
+            (k, b)
+        }
+        SchedEvent::GoPark { goid, reason, ustack, socket } => {
+            let mut b = vec![0u8; go::SIZE];
+            put(&mut b, go::GOID, &goid.to_le_bytes());
+            put(&mut b, go::USTACK, &ustack.to_le_bytes());
+            put(&mut b, go::REASON, &reason.to_le_bytes());
+            put(&mut b, go::FD, &(-1i32).to_le_bytes());
+            if let Some(t) = socket {
+                let v6 = t.src.is_ipv6() || t.dst.is_ipv6();
+                put(&mut b, go::FD, &3i32.to_le_bytes());
+                b[go::FD_KIND] = FdKind::Socket.to_wire();
+                b[go::FAMILY] = if v6 { AF_INET6 } else { AF_INET };
+                b[go::PROTO] = if t.proto == L4Proto::Udp { IPPROTO_UDP } else { IPPROTO_TCP };
+                put(&mut b, go::SOCK_ID, &t.sock_id.to_le_bytes());
+                put(&mut b, go::SADDR, &ip_bytes(t.src.ip(), v6));
+                put(&mut b, go::DADDR, &ip_bytes(t.dst.ip(), v6));
+                put(&mut b, go::SPORT, &t.src.port().to_le_bytes());
+                put(&mut b, go::DPORT, &t.dst.port().to_le_bytes());
+            }
+            (kind::GO_PARK, b)
         }
     };
     put(&mut b, header::TS_NS, &mono_ts.to_le_bytes());
@@ -689,6 +828,21 @@ mod tests {
                 bp: 0x7ffc_0000_0040,
                 data: (0..=255u8).collect(),
             }),
+            SchedEvent::GoRun { goid: 18 },
+            SchedEvent::GoPark { goid: 18, reason: 18, ustack: 0xfeed, socket: None },
+            SchedEvent::GoPark {
+                goid: 19,
+                reason: 2,
+                ustack: 0,
+                socket: Some(SockTarget {
+                    sock_id: 7,
+                    proto: L4Proto::Tcp,
+                    src: "[::1]:40000".parse().unwrap(),
+                    dst: "[::1]:6379".parse().unwrap(),
+                }),
+            },
+            SchedEvent::GoExit { goid: u64::MAX },
+            SchedEvent::GoRunnable { goid: 1 },
         ] {
             let e = ev(body);
             let raw = crate::wire::encode(&e, &d).unwrap();

@@ -33,6 +33,8 @@ pub mod adopt;
 pub mod inspect;
 mod layout;
 mod loader;
+pub mod golang;
+mod gofollow;
 pub mod sched;
 mod sockets;
 mod tcp;

@@ -350,7 +350,7 @@ where
                 Some(e) => Err(e),
                 None => builder.build(),
             };
-            let sched_ctl = match sched.as_ref().map(|m| crate::sched::control(&m.skel)).transpose() {
+            let sched_ctl = match sched.as_ref().map(|m| crate::sched::control(&m.skel, cfg.features.sched.as_ref())).transpose() {
                 Ok(c) => c.map(Arc::new),
                 Err(e) => {
                     let _ = ready_tx.send(Err(e));

@@ -8,6 +8,7 @@
 //! perf event per online CPU.
 
 use crate::loader::{check_sections, clear_libbpf_log, load_error, open_err, Attached, Module, ProbeConfig, ProbeError, ProgramInfo};
+use crate::gofollow::{GoFollower, GoProgs};
 use crate::preflight::KernelInfo;
 use crate::sched_skel::{SchedSkel, SchedSkelBuilder};
 use libbpf_rs::skel::{OpenSkel, Skel, SkelBuilder};
@@ -32,11 +33,13 @@ pub struct SchedConfig {
     /// Send the top of the user stack of threads that block, so user space can
     /// recover the frames of code without frame pointers (libc wrappers).
     pub stack_top: bool,
+    /// Follow goroutines in followed Go processes (uprobes on the Go runtime).
+    pub goroutines: bool,
 }
 
 impl Default for SchedConfig {
     fn default() -> Self {
-        SchedConfig { pids: Vec::new(), sample_hz: 99, max_threads: 16_384, ringbuf_bytes: 8 << 20, stack_top: true }
+        SchedConfig { pids: Vec::new(), sample_hz: 99, max_threads: 16_384, ringbuf_bytes: 8 << 20, stack_top: true, goroutines: true }
     }
 }
 
@@ -68,11 +71,21 @@ pub(crate) fn setup<'obj>(
     let cfg_err = |what: &str, e: libbpf_rs::Error| ProbeError::Config(format!("{what}: {e}"));
     open.maps.events.set_max_entries(sc.ringbuf_bytes).map_err(|e| cfg_err("sched ring buffer", e))?;
     open.maps.threads.set_max_entries(sc.max_threads.max(1)).map_err(|e| cfg_err("sched thread map", e))?;
-    // Perf-event programs are attached by hand, one event per CPU.
+    // Perf-event programs are attached by hand, one event per CPU; the Go
+    // runtime uprobes per Go process (gofollow.rs).
     open.progs.kd_sched_sample.set_autoattach(false);
+    open.progs.kd_go_execute.set_autoattach(false);
+    open.progs.kd_go_park.set_autoattach(false);
+    open.progs.kd_go_exit.set_autoattach(false);
+    open.progs.kd_go_ready.set_autoattach(false);
+    open.progs.kd_go_exitsyscall0.set_autoattach(false);
+    open.progs.kd_go_injectglist.set_autoattach(false);
+    open.progs.kd_go_pollwait.set_autoattach(false);
     clear_libbpf_log();
     let skel = open.load().map_err(load_error)?;
-    let control = SchedControl::new(&skel)?;
+    // Pids go into the maps now; goroutine following starts with the
+    // long-lived control (`control`), which owns the uprobes.
+    let control = SchedControl::new(&skel, false)?;
     control.set_pids(&sc.pids)?;
     let mut attached = attach_tracepoints(&skel)?;
     if sc.sample_hz > 0 {
@@ -82,14 +95,19 @@ pub(crate) fn setup<'obj>(
 }
 
 /// The module's runtime controls, handed to [`crate::ProbeHandle`].
-pub(crate) fn control(skel: &SchedSkel<'_>) -> Result<SchedControl, ProbeError> {
-    SchedControl::new(skel)
+pub(crate) fn control(skel: &SchedSkel<'_>, sc: Option<&SchedConfig>) -> Result<SchedControl, ProbeError> {
+    let c = SchedControl::new(skel, sc.is_some_and(|s| s.goroutines))?;
+    if let Some(sc) = sc {
+        c.set_pids(&sc.pids)?;
+    }
+    Ok(c)
 }
 
 fn attach_tracepoints(skel: &SchedSkel<'_>) -> Result<Attached, ProbeError> {
     let mut out = Attached::default();
     for prog in skel.object().progs_mut() {
-        if prog.prog_type() == libbpf_rs::ProgramType::PerfEvent {
+        // Uprobes (the Go runtime programs) are attached per process by gofollow.rs.
+        if matches!(prog.prog_type(), libbpf_rs::ProgramType::PerfEvent | libbpf_rs::ProgramType::Kprobe) {
             continue;
         }
         let info = program_info(&prog);
@@ -201,6 +219,7 @@ pub struct SchedControl {
     threads: MapHandle,
     current: Mutex<HashSet<u32>>,
     stack_gen: AtomicU32,
+    go: Option<GoFollower>,
 }
 
 impl std::fmt::Debug for SchedControl {
@@ -210,11 +229,30 @@ impl std::fmt::Debug for SchedControl {
 }
 
 impl SchedControl {
-    fn new(skel: &SchedSkel<'_>) -> Result<SchedControl, ProbeError> {
+    fn new(skel: &SchedSkel<'_>, goroutines: bool) -> Result<SchedControl, ProbeError> {
         let h = |m: &libbpf_rs::Map<'_>, what: &str| {
             MapHandle::try_from(m).map_err(|e| ProbeError::Maps(format!("sched {what} map: {e}")))
         };
+        let go = if goroutines {
+            use std::os::fd::AsFd;
+            let dup = |p: &libbpf_rs::Program<'_>| {
+                p.as_fd().try_clone_to_owned().map_err(|e| ProbeError::Maps(format!("Go runtime program: {e}")))
+            };
+            let progs = GoProgs {
+                execute: dup(&skel.progs.kd_go_execute)?,
+                park: dup(&skel.progs.kd_go_park)?,
+                exit: dup(&skel.progs.kd_go_exit)?,
+                ready: dup(&skel.progs.kd_go_ready)?,
+                exitsyscall0: dup(&skel.progs.kd_go_exitsyscall0)?,
+                injectglist: dup(&skel.progs.kd_go_injectglist)?,
+                pollwait: dup(&skel.progs.kd_go_pollwait)?,
+            };
+            Some(GoFollower::new(progs, h(&skel.maps.go_params, "go_params")?))
+        } else {
+            None
+        };
         Ok(SchedControl {
+            go,
             pids: h(&skel.maps.sched_pids, "pids")?,
             ctl: h(&skel.maps.ctl, "ctl")?,
             threads: h(&skel.maps.threads, "threads")?,
@@ -251,13 +289,28 @@ impl SchedControl {
         self.write_ctl(cur.len() as u32)?;
         // After the pids are in the map, so a thread that wakes meanwhile makes
         // its own entry first (the seeds never overwrite one).
-        for pid in added {
+        for &pid in &added {
             self.seed_blocked(pid);
         }
         if !gone.is_empty() {
             self.forget_threads(&cur);
         }
+        drop(cur);
+        if let Some(go) = &self.go {
+            go.update(&added, &gone);
+        }
         Ok(())
+    }
+
+    /// The followed processes whose goroutines are followed too (Go programs).
+    pub fn go_pids(&self) -> Vec<u32> {
+        self.go.as_ref().map(|g| g.pids()).unwrap_or_default()
+    }
+
+    /// The names of a followed Go process's wait reasons, by
+    /// `runtime.waitReason` number (the `reason` of `SchedEvent::GoPark`).
+    pub fn go_wait_reasons(&self, pid: u32) -> Option<Vec<String>> {
+        self.go.as_ref()?.wait_reasons(pid)
     }
 
     /// Makes the kernel send every stack's frames again (call after user
@@ -416,7 +469,7 @@ fn fd_kind(pid: u32, fd: u64) -> u8 {
 /// are the C structs' (as libbpf-cargo generated them from BTF).
 mod layout {
     use crate::sched_skel::types;
-    use kindling_events::sched::{file, sample, slice, stack, top};
+    use kindling_events::sched::{file, go, sample, slice, stack, top};
     use std::mem::{offset_of, size_of};
 
     macro_rules! same {
@@ -461,6 +514,20 @@ mod layout {
     same!(kd_sched_file.nr_parts == file::NR_PARTS);
     same!(kd_sched_file.truncated == file::TRUNCATED);
     same!(kd_sched_file.parts == file::PARTS);
+
+    const _: () = assert!(size_of::<types::kd_sched_go>() == go::SIZE);
+    same!(kd_sched_go.goid == go::GOID);
+    same!(kd_sched_go.ustack == go::USTACK);
+    same!(kd_sched_go.reason == go::REASON);
+    same!(kd_sched_go.fd == go::FD);
+    same!(kd_sched_go.sock_id == go::SOCK_ID);
+    same!(kd_sched_go.fd_kind == go::FD_KIND);
+    same!(kd_sched_go.family == go::FAMILY);
+    same!(kd_sched_go.proto == go::PROTO);
+    same!(kd_sched_go.sport == go::SPORT);
+    same!(kd_sched_go.dport == go::DPORT);
+    same!(kd_sched_go.saddr == go::SADDR);
+    same!(kd_sched_go.daddr == go::DADDR);
 
     const _: () = assert!(size_of::<types::kd_sched_ustack_top>() == top::SIZE);
     same!(kd_sched_ustack_top.offcpu_start == top::OFFCPU_START);

@@ -2,6 +2,7 @@
 //! (`start_ns`, `end_ns`, `state` = `oncpu` or the off-CPU reason, `target`,
 //! `syscall`, `waker_tid`, `stack` innermost frame first) — the shape of a
 //! trace-profile's `threads` (PRODUCT.md). `kindling profile --format timeline`.
+//! Go processes also get their `goroutines`, in the same shape.
 
 use crate::flame::trim_probe_frames;
 use crate::stacks::Frames;
@@ -10,12 +11,19 @@ use crate::timeline::{Slice, State, ThreadTimeline, Timelines};
 use serde::Serialize;
 use std::sync::Arc;
 
+/// Goroutines exported at most (the lowest ids first).
+const MAX_GOROUTINES: usize = 10_000;
+
 #[derive(Serialize)]
 pub struct TimelineDoc {
     pub pid: u32,
     pub start_ns: u64,
     pub end_ns: u64,
     pub threads: Vec<ThreadDoc>,
+    /// Goroutines of a Go process, as pseudo-threads (`tid` = goroutine id,
+    /// `name` = "goroutine N"; see `Timelines::goroutine`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub goroutines: Vec<ThreadDoc>,
 }
 
 #[derive(Serialize)]
@@ -90,5 +98,7 @@ fn thread_doc(pid: u32, t: &ThreadTimeline, sym: &mut Symbolizer) -> ThreadDoc {
 pub fn timeline(tl: &Timelines, pid: u32, t0: u64, t1: u64, sym: &mut Symbolizer) -> TimelineDoc {
     sym.refresh_perf_map(pid);
     let threads = tl.threads(pid, None, t0, t1).iter().map(|t| thread_doc(pid, t, sym)).collect();
-    TimelineDoc { pid, start_ns: t0, end_ns: t1, threads }
+    let goroutines =
+        tl.goroutine_timelines(pid, t0, t1).iter().take(MAX_GOROUTINES).map(|t| thread_doc(pid, t, sym)).collect();
+    TimelineDoc { pid, start_ns: t0, end_ns: t1, threads, goroutines }
 }

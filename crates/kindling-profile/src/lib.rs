@@ -4,6 +4,7 @@
 //!
 //! - [`timeline`]: the bounded store of slices and samples per process and
 //!   thread, and the window query trace-profiling builds on;
+//! - [`goroutines`]: Go goroutines as pseudo-threads (runtime uprobe marks);
 //! - [`stacks`]: the kernel's deduplicated stacks, interned;
 //! - [`interest`]: which processes are followed, and until when;
 //! - [`flame`]: samples and slices -> aggregated, symbolized stacks;
@@ -15,6 +16,7 @@
 pub mod export;
 pub mod flame;
 pub mod format;
+pub mod goroutines;
 pub mod interest;
 pub mod stacks;
 pub mod symbolize;

@@ -7,6 +7,7 @@
 //! construction: at most `max_slices` slices and `max_samples` samples in
 //! all (the oldest go first, counted), kept at most `retention_ns`.
 
+use crate::goroutines::{self, GoMarks, Mark, MarkKind, Segment};
 use crate::stacks::{Frames, StackTable};
 use kindling_events::model::{Event, EventBody, L4Proto};
 use kindling_events::sched::{OffCpuReason, SchedEvent, SchedSlice, SchedStackTop};
@@ -125,6 +126,8 @@ pub struct TimelineConfig {
     pub max_stacks: usize,
     /// Processes with data at most (beyond: their events are dropped, counted).
     pub max_processes: usize,
+    /// Goroutine scheduling marks kept at most, all Go processes together.
+    pub max_go_marks: usize,
 }
 
 impl Default for TimelineConfig {
@@ -135,6 +138,7 @@ impl Default for TimelineConfig {
             max_samples: 200_000,
             max_stacks: 65_536,
             max_processes: 1024,
+            max_go_marks: 300_000,
         }
     }
 }
@@ -153,6 +157,8 @@ pub struct TimelineStats {
     pub stack_unknown: u64,
     /// Times the stack table started over (a new kernel generation follows).
     pub stack_resets: u64,
+    /// Goroutine scheduling marks held (their evictions count in `evicted`).
+    pub go_marks: usize,
 }
 
 #[derive(Default)]
@@ -191,6 +197,7 @@ pub struct Timelines {
     evicted: u64,
     processes_full: u64,
     now_ns: u64,
+    go: GoMarks,
 }
 
 impl Default for Timelines {
@@ -217,6 +224,7 @@ impl Timelines {
             evicted: 0,
             processes_full: 0,
             now_ns: 0,
+            go: GoMarks::default(),
         }
     }
 
@@ -267,6 +275,23 @@ impl Timelines {
                 }
             }
             SchedEvent::Slice(sl) => self.slice(ev, sl),
+            SchedEvent::GoRun { goid } => self.go_mark(ev, *goid, MarkKind::Run),
+            SchedEvent::GoPark { goid, reason, ustack, socket } => {
+                let ustack = self.stacks.get(*ustack);
+                let target = socket
+                    .as_ref()
+                    .map(|t| self.intern_target(Target::Peer { proto: t.proto, local: t.src, peer: t.dst }));
+                self.go_mark(ev, *goid, MarkKind::Park { reason: *reason, ustack, target })
+            }
+            SchedEvent::GoExit { goid } => self.go_mark(ev, *goid, MarkKind::Exit),
+            SchedEvent::GoRunnable { goid } => self.go_mark(ev, *goid, MarkKind::Runnable),
+        }
+    }
+
+    fn go_mark(&mut self, ev: &Event, goid: u64, kind: MarkKind) {
+        let m = Mark { ts_ns: ev.ts_ns, tid: ev.tid, goid, kind };
+        if !self.go.push(ev.pid, m, self.cfg.max_go_marks, self.cfg.max_processes) {
+            self.processes_full += 1;
         }
     }
 
@@ -461,6 +486,7 @@ impl Timelines {
         self.slices -= slices;
         self.samples -= samples;
         self.procs.retain(|_, p| !p.slices.is_empty() || !p.samples.is_empty());
+        self.go.expire(horizon);
     }
 
     /// True once after the stack table started over: tell the kernel to
@@ -475,6 +501,7 @@ impl Timelines {
             self.slices -= p.slices.len();
             self.samples -= p.samples.len();
         }
+        self.go.forget(pid);
     }
 
     /// Since when this process's data is complete (None: no data).
@@ -523,12 +550,146 @@ impl Timelines {
         self.procs.get(&pid)?.names.get(&tid).map(String::as_str)
     }
 
+    /// Names a Go process's wait reasons (by `runtime.waitReason` number, as
+    /// its binary defines them); without this, Go 1.19's names are assumed.
+    pub fn set_go_wait_reasons(&mut self, pid: u32, names: Vec<String>) {
+        self.go.set_reasons(pid, names, self.cfg.max_processes);
+    }
+
+    fn wait_reason_name(&self, pid: u32, reason: u32) -> &str {
+        let own = self.go.reasons.get(&pid);
+        match own {
+            Some(names) => names.get(reason as usize).map(String::as_str).unwrap_or(""),
+            None => kindling_events::sched::GO119_WAIT_REASONS.get(reason as usize).copied().unwrap_or(""),
+        }
+    }
+
+    /// The goroutine thread `tid` was running at `ts` (None when not a
+    /// followed Go process, or the thread ran none then).
+    pub fn goroutine_at(&self, pid: u32, tid: u32, ts: u64) -> Option<u64> {
+        self.go.procs.get(&pid)?.current(tid, ts)
+    }
+
+    /// Goroutines of a process seen scheduled in `[t0, t1)`, by id.
+    pub fn goroutines(&self, pid: u32, t0: u64, t1: u64) -> Vec<u64> {
+        self.go.procs.get(&pid).map(|p| p.goids(t0, t1)).unwrap_or_default()
+    }
+
+    /// A goroutine's time in `[t0, t1)` as a pseudo-thread (`tid` = goid as
+    /// u32, `name` = "goroutine N"): while current on a thread, that
+    /// thread's slices (on-CPU, run queue, blocked in a syscall); while
+    /// parked, a slice whose state comes from the wait reason ("IO wait" ->
+    /// net, mutexes and semaphores -> lock, "sleep" -> sleep, others ->
+    /// other) with the park's user stack; runnable in Go's run queue (made
+    /// runnable, preempted): `runqueue`. None when the goroutine is unknown.
+    pub fn goroutine(&self, pid: u32, goid: u64, t0: u64, t1: u64) -> Option<ThreadTimeline> {
+        let g = self.go.procs.get(&pid)?;
+        if !g.knows(goid) || t0 >= t1 {
+            return None;
+        }
+        let segs = g.segments(goid, t0, t1);
+        let mut tids: Vec<u32> = segs
+            .iter()
+            .filter_map(|s| match s {
+                Segment::OnThread { tid, start, end } if *end > t0 && *start < t1 => Some(*tid),
+                _ => None,
+            })
+            .collect();
+        tids.sort_unstable();
+        tids.dedup();
+        let threads = self.threads(pid, Some(&tids), t0, t1);
+        let by_tid: HashMap<u32, &[Slice]> = threads.iter().map(|t| (t.tid, t.slices.as_slice())).collect();
+        Some(self.goroutine_timeline(pid, goid, segs, &by_tid, t0, t1))
+    }
+
+    /// Every goroutine of a process that has time in `[t0, t1)`, as
+    /// [`Timelines::goroutine`] gives them one by one (in one pass), by id.
+    pub fn goroutine_timelines(&self, pid: u32, t0: u64, t1: u64) -> Vec<ThreadTimeline> {
+        let Some(g) = self.go.procs.get(&pid) else { return Vec::new() };
+        if t0 >= t1 {
+            return Vec::new();
+        }
+        let threads = self.threads(pid, None, t0, t1);
+        let by_tid: HashMap<u32, &[Slice]> = threads.iter().map(|t| (t.tid, t.slices.as_slice())).collect();
+        let mut all: Vec<(u64, Vec<Segment>)> = g.segments_of(None, t1).into_iter().collect();
+        all.sort_unstable_by_key(|(goid, _)| *goid);
+        all.into_iter()
+            .map(|(goid, segs)| self.goroutine_timeline(pid, goid, segs, &by_tid, t0, t1))
+            .filter(|t| !t.slices.is_empty())
+            .collect()
+    }
+
+    /// A goroutine's segments cut along its threads' slices, in `[t0, t1)`.
+    fn goroutine_timeline(
+        &self,
+        pid: u32,
+        goid: u64,
+        segs: Vec<Segment>,
+        by_tid: &HashMap<u32, &[Slice]>,
+        t0: u64,
+        t1: u64,
+    ) -> ThreadTimeline {
+        let pseudo = goid as u32;
+        let mut slices = Vec::new();
+        for seg in segs {
+            let (start, end) = match &seg {
+                Segment::OnThread { start, end, .. } | Segment::Parked { start, end, .. } | Segment::Queued { start, end } => {
+                    ((*start).max(t0), (*end).min(t1))
+                }
+            };
+            if start >= end {
+                continue;
+            }
+            match seg {
+                Segment::OnThread { tid, .. } => {
+                    if let Some(th) = by_tid.get(&tid) {
+                        goroutines::cut(th, start, end, pseudo, &mut slices);
+                    }
+                }
+                Segment::Parked { reason, ustack, target, .. } => {
+                    let name = self.wait_reason_name(pid, reason);
+                    slices.push(goroutines::parked_slice(pseudo, start, end, name, ustack, target));
+                }
+                Segment::Queued { .. } => {
+                    let mut s = goroutines::parked_slice(pseudo, start, end, "", None, None);
+                    s.state = State::Off(OffCpuReason::Runqueue);
+                    slices.push(s);
+                }
+            }
+        }
+        ThreadTimeline { tid: pseudo, name: format!("goroutine {goid}"), slices }
+    }
+
+    /// On-CPU samples of the threads while they ran goroutine `goid`, in
+    /// `[t0, t1)`, in time order; `tid` = goid as u32 (as in [`Timelines::goroutine`]).
+    pub fn goroutine_samples(&self, pid: u32, goid: u64, t0: u64, t1: u64) -> Vec<Sample> {
+        let (Some(g), Some(p)) = (self.go.procs.get(&pid), self.procs.get(&pid)) else { return Vec::new() };
+        let runs: Vec<(u32, u64, u64)> = g
+            .segments(goid, t0, t1)
+            .into_iter()
+            .filter_map(|s| match s {
+                Segment::OnThread { tid, start, end } => Some((tid, start.max(t0), end.min(t1))),
+                _ => None,
+            })
+            .filter(|(_, a, b)| a < b)
+            .collect();
+        let mut out: Vec<Sample> = p
+            .samples
+            .iter()
+            .filter(|s| runs.iter().any(|(tid, a, b)| s.tid == *tid && s.ts_ns >= *a && s.ts_ns < *b))
+            .map(|s| Sample { tid: goid as u32, ..s.clone() })
+            .collect();
+        out.sort_by_key(|s| s.ts_ns);
+        out
+    }
+
     pub fn stats(&self) -> TimelineStats {
         TimelineStats {
             slices: self.slices,
             samples: self.samples,
             stacks: self.stacks.len(),
-            evicted: self.evicted,
+            evicted: self.evicted + self.go.evicted,
+            go_marks: self.go.marks,
             processes_full: self.processes_full,
             stack_unknown: self.stacks.unknown,
             stack_resets: self.stacks.resets,
@@ -615,6 +776,83 @@ mod tests {
         assert_eq!(t.stats().stack_unknown, 2);
     }
 
+    #[test]
+    fn goroutines_follow_their_threads_and_parks() {
+        let mut t = Timelines::default();
+        let (r, p, x) = (|g| SchedEvent::GoRun { goid: g }, |g, reason| SchedEvent::GoPark { goid: g, reason, ustack: 7, socket: None }, |g| SchedEvent::GoExit { goid: g });
+        t.observe(&ev(1, 2, 50, SchedEvent::Stack(SchedStack { id: 7, kernel: false, frames: vec![1, 2] })));
+        t.observe(&ev(1, 2, 100, r(5)));
+        let mut read = sl(100, 200, 350, 0);
+        read.fd_kind = FdKind::File;
+        t.observe(&ev(1, 2, 400, SchedEvent::Slice(read)));
+        t.observe(&ev(1, 2, 420, SchedEvent::Sample(SchedSample { kstack: 0, ustack: 0 })));
+        t.observe(&ev(1, 2, 450, p(5, 18)));
+        t.observe(&ev(1, 2, 460, r(6)));
+        t.observe(&ev(1, 2, 470, SchedEvent::Sample(SchedSample { kstack: 0, ustack: 0 })));
+        t.observe(&ev(1, 2, 1000, SchedEvent::Slice(sl(400, 500, 990, 202))));
+        t.observe(&ev(1, 3, 700, SchedEvent::Slice(sl(0, 650, 690, 232))));
+        t.observe(&ev(1, 3, 700, r(5)));
+        t.observe(&ev(1, 3, 750, SchedEvent::Sample(SchedSample { kstack: 0, ustack: 0 })));
+        let sock = SockTarget {
+            sock_id: 1,
+            proto: L4Proto::Tcp,
+            src: "127.0.0.1:5000".parse().unwrap(),
+            dst: "127.0.0.1:6379".parse().unwrap(),
+        };
+        t.observe(&ev(1, 3, 800, SchedEvent::GoPark { goid: 5, reason: 2, ustack: 0, socket: Some(sock) }));
+        // The netpoller (on thread 2) makes it runnable; it runs at 1000.
+        t.observe(&ev(1, 2, 990, SchedEvent::GoRunnable { goid: 5 }));
+        t.observe(&ev(1, 3, 1000, r(5)));
+        t.observe(&ev(1, 3, 1100, x(5)));
+        t.observe(&ev(1, 3, 1200, SchedEvent::Slice(sl(700, 1150, 1190, 202))));
+
+        let g = t.goroutine(1, 5, 0, 2000).unwrap();
+        assert_eq!((g.tid, g.name.as_str()), (5, "goroutine 5"));
+        let got: Vec<(&str, u64, u64)> = g.slices.iter().map(|s| (s.state.name(), s.start_ns, s.end_ns)).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("oncpu", 100, 200),
+                ("file", 200, 350),
+                ("runqueue", 350, 400),
+                ("oncpu", 400, 450),
+                ("lock", 450, 700),
+                ("oncpu", 700, 800),
+                ("net", 800, 990),
+                ("runqueue", 990, 1000),
+                ("oncpu", 1000, 1100),
+            ]
+        );
+        assert!(g.slices.iter().all(|s| s.tid == 5));
+        assert_eq!(g.slices[4].ustack.as_deref(), Some(&[1u64, 2][..]), "the park's stack");
+        let net = &g.slices[6];
+        assert_eq!(net.target.as_ref().map(|t| t.to_string()).as_deref(), Some("tcp 127.0.0.1:5000 -> 127.0.0.1:6379"));
+        // Clipped to the window.
+        let w = t.goroutine(1, 5, 420, 720).unwrap();
+        let got: Vec<(&str, u64, u64)> = w.slices.iter().map(|s| (s.state.name(), s.start_ns, s.end_ns)).collect();
+        assert_eq!(got, vec![("oncpu", 420, 450), ("lock", 450, 700), ("oncpu", 700, 720)]);
+        assert_eq!(t.goroutine_at(1, 2, 420), Some(5));
+        assert_eq!(t.goroutine_at(1, 2, 455), None);
+        assert_eq!(t.goroutine_at(1, 2, 470), Some(6));
+        assert_eq!(t.goroutine_at(9, 2, 470), None, "not a Go process");
+        assert!(t.goroutine(1, 99, 0, 2000).is_none());
+        let samples: Vec<u64> = t.goroutine_samples(1, 5, 0, 2000).iter().map(|s| s.ts_ns).collect();
+        assert_eq!(samples, vec![420, 750]);
+        assert_eq!(t.goroutines(1, 0, 2000), vec![5, 6]);
+        // The binary's own names win over Go 1.19's.
+        let mut names: Vec<String> = kindling_events::sched::GO119_WAIT_REASONS.iter().map(|s| s.to_string()).collect();
+        names[18] = "sync.Mutex.Lock".into();
+        names[2] = "select".into();
+        t.set_go_wait_reasons(1, names);
+        let g = t.goroutine(1, 5, 0, 2000).unwrap();
+        assert_eq!(g.slices[4].state.name(), "lock");
+        assert_eq!(g.slices[6].state.name(), "other");
+        assert_eq!(t.stats().go_marks, 8);
+        assert_eq!(t.goroutine_at(1, 2, 995), Some(6), "readying another goroutine does not change the thread's");
+        t.forget(1);
+        assert_eq!(t.stats().go_marks, 0);
+    }
+
     use proptest::prelude::*;
 
     fn arb_event() -> impl Strategy<Value = Event> {
@@ -633,6 +871,10 @@ mod tests {
             (0u64..4, proptest::collection::vec(any::<u64>(), 0..8))
                 .prop_map(|(id, frames)| SchedEvent::Stack(SchedStack { id, kernel: id % 2 == 0, frames })),
             (0u64..5_000).prop_map(|t| SchedEvent::File(SchedFile { offcpu_start_ns: t, path: "/x".into() })),
+            (1u64..4).prop_map(|goid| SchedEvent::GoRun { goid }),
+            (1u64..4, 0u32..30, 0u64..4).prop_map(|(goid, reason, ustack)| SchedEvent::GoPark { goid, reason, ustack, socket: None }),
+            (1u64..4).prop_map(|goid| SchedEvent::GoExit { goid }),
+            (1u64..4).prop_map(|goid| SchedEvent::GoRunnable { goid }),
         ];
         (1u32..4, 1u32..8, 0u64..6_000, body).prop_map(|(pid, tid, ts, b)| ev(pid, tid, ts, b))
     }
@@ -643,7 +885,7 @@ mod tests {
         #[test]
         fn arbitrary_events_stay_bounded(events in proptest::collection::vec(arb_event(), 0..300),
                                          t0 in 0u64..3_000, len in 1u64..4_000) {
-            let cfg = TimelineConfig { max_slices: 50, max_samples: 20, max_stacks: 3, max_processes: 2, retention_ns: 10_000 };
+            let cfg = TimelineConfig { max_slices: 50, max_samples: 20, max_stacks: 3, max_processes: 2, retention_ns: 10_000, max_go_marks: 30 };
             let mut t = Timelines::new(cfg);
             for e in &events {
                 t.observe(e);
@@ -660,9 +902,24 @@ mod tests {
                     }
                 }
                 prop_assert!(t.samples(pid, t0, t0 + len).iter().all(|s| s.ts_ns >= t0 && s.ts_ns < t0 + len));
+                // All at once is the same as one by one.
+                let all = t.goroutine_timelines(pid, t0, t0 + len);
+                let key = |g: &ThreadTimeline| -> Vec<(u32, u64, u64, &'static str)> {
+                    g.slices.iter().map(|s| (s.tid, s.start_ns, s.end_ns, s.state.name())).collect()
+                };
+                for goid in 1..4 {
+                    let one = t.goroutine(pid, goid, t0, t0 + len).filter(|g| !g.slices.is_empty());
+                    prop_assert_eq!(one.as_ref().map(key), all.iter().find(|g| g.tid == goid as u32).map(key));
+                    if let Some(g) = one {
+                        prop_assert!(g.slices.iter().all(|s| s.start_ns < s.end_ns && s.start_ns >= t0 && s.end_ns <= t0 + len));
+                    }
+                    prop_assert!(t.goroutine_samples(pid, goid, t0, t0 + len).iter().all(|s| s.ts_ns >= t0 && s.ts_ns < t0 + len));
+                }
+                prop_assert!(t.stats().go_marks <= 30);
             }
             t.tick(1_000_000);
             prop_assert_eq!(t.stats().slices, 0);
+            prop_assert_eq!(t.stats().go_marks, 0);
         }
     }
 

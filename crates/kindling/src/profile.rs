@@ -82,9 +82,16 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
     let t0 = crate::source::now_ns();
     let started = Instant::now();
     eprintln!("kindling: profiling pid {} for {:?} ({} programs attached)", args.pid, args.duration, probe.programs().len());
+    if control.go_pids().contains(&args.pid) {
+        eprintln!("kindling: following the goroutines of pid {} (Go runtime probes attached)", args.pid);
+    }
 
     let mut tl = Timelines::default();
     tl.enable_unwinding();
+    // A Go program's wait reasons are named as its own runtime names them.
+    if let Some(names) = control.go_wait_reasons(args.pid) {
+        tl.set_go_wait_reasons(args.pid, names);
+    }
     let mut sym = Symbolizer::new();
     // User stacks are named as they arrive: the process may be gone at the end.
     let observe = |tl: &mut Timelines, sym: &mut Symbolizer, ev: Event| {
@@ -189,6 +196,14 @@ pub fn sync_agent(probe: &kindling_probe::ProbeHandle, p: &mut kindling_pipeline
         match probe.set_sched_pids(&pids) {
             Ok(()) => pr.interest.applied(&pids),
             Err(e) => tracing::warn!("cannot change the profiled processes: {e}"),
+        }
+        // Goroutine parks of Go programs name their wait reasons by number.
+        if let Some(c) = probe.sched_control() {
+            for pid in c.go_pids() {
+                if let Some(names) = c.go_wait_reasons(pid) {
+                    pr.timelines.set_go_wait_reasons(pid, names);
+                }
+            }
         }
     }
     if pr.timelines.take_stack_reset() {

@@ -49,6 +49,10 @@ enum kd_event_kind {
 	KD_EV_SCHED_STACK = 42,  /* a stack seen for the first time (this generation): kd_sched_stack */
 	KD_EV_SCHED_FILE = 43,   /* the file a thread blocked on: kd_sched_file */
 	KD_EV_SCHED_USTACK_TOP = 44, /* registers and top of the user stack of a blocked thread: kd_sched_ustack_top */
+	KD_EV_SCHED_GO_RUN = 45,  /* a Go thread starts running a goroutine (runtime.execute): kd_sched_go */
+	KD_EV_SCHED_GO_PARK = 46, /* the running goroutine parks (runtime.gopark): kd_sched_go */
+	KD_EV_SCHED_GO_EXIT = 47, /* the running goroutine ends (runtime.goexit1): kd_sched_go */
+	KD_EV_SCHED_GO_RUNNABLE = 48, /* a goroutine becomes runnable (runtime.ready, injectglist, exitsyscall0): kd_sched_go */
 };
 
 /* Which syscall a kd_sock_event came from. */
@@ -84,6 +88,9 @@ enum kd_drop_reason {
 	KD_DROP_SCHED_THREAD_MAP_FULL = 11, /* no room to follow one more thread of interest */
 	KD_DROP_SCHED_STACK_LOST = 12, /* a stack could not be read or delivered (the event keeps no stack) */
 	KD_DROP_SCHED_BUSY = 13,       /* a map was busy (a sample interrupted a switch on the same CPU) */
+	KD_DROP_SCHED_GO_PARAMS = 14,  /* a Go runtime probe fired in a process without its parameters */
+	KD_DROP_SCHED_GO_UNREADABLE = 15, /* a Go runtime probe could not read the goroutine's id */
+	KD_DROP_SCHED_GO_INJECT_TRUNCATED = 16, /* goroutines readied at once beyond KD_GO_INJECT_MAX (their readiness is not reported) */
 	KD_DROP__MAX = 20,
 };
 
@@ -253,6 +260,25 @@ struct kd_sched_ustack_top {
 	__u32 len;            /* bytes of stack copied from sp */
 	__u32 _pad;
 	__u8 data[KD_SCHED_USTACK_TOP];
+};
+
+/* Goroutine scheduling in followed Go processes (uprobes on the runtime):
+ * which goroutine a thread runs from when, and when and why it parks. */
+struct kd_sched_go {
+	struct kd_header hdr; /* ts_ns: the call; tgid/tid: the thread */
+	__u64 goid;           /* the goroutine (runtime.g.goid) */
+	__u64 ustack;         /* GO_PARK: user stack hash at gopark (0: none) */
+	__u32 reason;         /* GO_PARK: runtime.waitReason (an index into runtime.waitReasonStrings) */
+	__s32 fd;             /* GO_PARK in "IO wait": the fd it polls (-1: none) */
+	__u64 sock_id;        /* ... and when that is a socket, as in kd_sched_slice */
+	__u8 fd_kind;         /* enum kd_fd_kind */
+	__u8 family;
+	__u8 proto;
+	__u8 _pad;
+	__u16 sport;
+	__u16 dport;
+	__u8 saddr[16];
+	__u8 daddr[16];
 };
 
 #endif /* __KINDLING_H */

@@ -110,10 +110,11 @@ struct {
 } stacks_seen SEC(".maps");
 
 /* Room for a stack record: slot 0 for the switch and wakeup programs, slot 1
- * for samples, which run in NMI context and may interrupt them. */
+ * for samples, which run in NMI context and may interrupt them, slot 2 for
+ * the Go runtime uprobes (process context: a switch may run while they do). */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 2);
+	__uint(max_entries, 3);
 	__type(key, __u32);
 	__type(value, struct kd_sched_stack);
 } stack_scratch SEC(".maps");
@@ -143,6 +144,7 @@ struct kd_sched_sample _kd_sched_sample = {};
 struct kd_sched_stack _kd_sched_stack = {};
 struct kd_sched_file _kd_sched_file = {};
 struct kd_sched_ustack_top _kd_sched_ustack_top = {};
+struct kd_sched_go _kd_sched_go = {};
 
 static __always_inline void count_drop(__u32 reason)
 {
@@ -181,6 +183,8 @@ static __always_inline void fill_header(struct kd_header *h, __u32 kind, __u64 t
 	bpf_get_current_comm(&h->comm, sizeof(h->comm));
 }
 
+static __always_inline __u64 stack_finish(struct kd_sched_stack *s, __u32 nr, bool user, __u32 gen);
+
 /* The current task's stack (user or kernel) as a hash; its frames are sent
  * first if this generation has not seen it. 0: no stack. */
 static __always_inline __u64 stack_id(void *ctx, bool user, __u32 slot, __u32 gen)
@@ -191,7 +195,13 @@ static __always_inline __u64 stack_id(void *ctx, bool user, __u32 slot, __u32 ge
 	long n = bpf_get_stack(ctx, s->frames, sizeof(s->frames), user ? BPF_F_USER_STACK : 0);
 	if (n <= 0)
 		return 0;
-	__u32 nr = n / 8;
+	return stack_finish(s, n / 8, user, gen);
+}
+
+/* The hash of the `nr` frames in `s`; the frames are sent first if this
+ * generation has not seen them. */
+static __always_inline __u64 stack_finish(struct kd_sched_stack *s, __u32 nr, bool user, __u32 gen)
+{
 	__u64 h = 0xcbf29ce484222325ULL ^ (user ? 0x5555 : 0xaaaa);
 	for (__u32 i = 0; i < KD_SCHED_MAX_FRAMES; i++) {
 		if (i >= nr)
@@ -279,7 +289,8 @@ static __always_inline void emit_file(struct file *f, struct kd_sched_slice *st,
 }
 
 /* What a blocked task's fd is: for an inet socket its addresses, for a file its path. */
-static __always_inline void classify_fd(struct task_struct *t, int fd, struct kd_sched_slice *st, __u64 now)
+static __always_inline void classify_fd(struct task_struct *t, int fd, struct kd_sched_slice *st, __u64 now,
+					bool with_path)
 {
 	st->fd_kind = KD_FD_NONE;
 	if (fd < 0)
@@ -295,7 +306,8 @@ static __always_inline void classify_fd(struct task_struct *t, int fd, struct kd
 	st->fd_kind = KD_FD_OTHER;
 	if ((mode & S_IFMT) == S_IFREG || (mode & S_IFMT) == S_IFBLK) {
 		st->fd_kind = KD_FD_FILE;
-		emit_file(f, st, now);
+		if (with_path)
+			emit_file(f, st, now);
 		return;
 	}
 	if ((mode & S_IFMT) != S_IFSOCK)
@@ -430,7 +442,7 @@ static __always_inline void switch_out(void *ctx, struct task_struct *prev, bool
 	st->arg1 = BPF_CORE_READ(regs, si);
 	if (fd_syscall(nr)) {
 		st->fd = (int)BPF_CORE_READ(regs, di);
-		classify_fd(prev, st->fd, st, now);
+		classify_fd(prev, st->fd, st, now, true);
 	}
 }
 
@@ -617,6 +629,242 @@ int kd_sched_sample(struct bpf_perf_event_data *ctx)
 	e->kstack = k;
 	e->ustack = u;
 	bpf_ringbuf_submit(e, wakeup_flag());
+	return 0;
+}
+
+/* --- Go goroutines ------------------------------------------------------
+ * User space attaches these to runtime.execute, runtime.gopark and
+ * runtime.goexit1 of each followed Go executable, per process, and fills
+ * `go_params` first. Register ABI (Go >= 1.17, amd64): arguments in AX, BX,
+ * CX, ...; R14 always holds the running goroutine's g. So the goroutine is
+ * read from the registers, exactly, with no per-thread state to keep. */
+struct go_params {
+	__u32 goid_off;       /* offsetof(runtime.g, goid), from the binary's DWARF */
+	__u32 schedlink_off;  /* offsetof(runtime.g, schedlink) (0: unknown) */
+	__u32 pd_fd_off;      /* offsetof(runtime.pollDesc, fd) (0: unknown) */
+	__u32 io_wait_reason; /* the waitReason of "IO wait" (0: unknown) */
+};
+
+/* The fd a goroutine is about to wait on in the netpoller, by thread (set
+ * by internal/poll.runtime_pollWait, taken by the gopark that follows). */
+struct go_pollwait {
+	__u64 goid;
+	__s64 fd;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct go_pollwait);
+} go_polls SEC(".maps");
+
+/* Room to classify a polled fd (classify_fd fills a slice's socket fields). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct kd_sched_slice);
+} go_fd_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, struct go_params);
+} go_params SEC(".maps");
+
+/* The user stack at a function's entry (a uprobe): the frame-pointer walk
+ * starts from the caller's frame pointer, which skips the caller itself; its
+ * return address is at [sp], put back in as the second frame. */
+static __always_inline __u64 entry_stack_id(struct pt_regs *ctx, __u32 gen)
+{
+	__u32 slot = 2;
+	struct kd_sched_stack *s = bpf_map_lookup_elem(&stack_scratch, &slot);
+	if (!s)
+		return 0;
+	long n = bpf_get_stack(ctx, &s->frames[1], sizeof(s->frames) - 8, BPF_F_USER_STACK);
+	if (n <= 0)
+		return 0;
+	s->frames[0] = s->frames[1];
+	if (bpf_probe_read_user(&s->frames[1], 8, (void *)ctx->sp) || !s->frames[1])
+		s->frames[1] = s->frames[0];
+	return stack_finish(s, n / 8 + 1, true, gen);
+}
+
+static __always_inline struct go_params *go_params_of_current(void)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	if (!tgid_wanted(tgid))
+		return NULL;
+	struct go_params *gp = bpf_map_lookup_elem(&go_params, &tgid);
+	if (!gp)
+		count_drop(KD_DROP_SCHED_GO_PARAMS);
+	return gp;
+}
+
+static __always_inline void go_event(struct pt_regs *ctx, __u32 kind, __u64 g, __u32 reason, bool stack)
+{
+	struct go_params *gp = go_params_of_current();
+	if (!gp)
+		return;
+	__u64 goid = 0;
+	if (!g || bpf_probe_read_user(&goid, sizeof(goid), (void *)(g + gp->goid_off))) {
+		count_drop(KD_DROP_SCHED_GO_UNREADABLE);
+		return;
+	}
+	__u64 ustack = 0;
+	if (stack) {
+		struct sched_ctl *c = get_ctl();
+		if (c)
+			ustack = entry_stack_id(ctx, c->stack_gen);
+	}
+	/* A netpoller wait: what the fd polled is (its socket's addresses). */
+	struct kd_sched_slice *fdc = NULL;
+	__s32 fd = -1;
+	if (kind == KD_EV_SCHED_GO_PARK && gp->io_wait_reason && reason == gp->io_wait_reason) {
+		__u32 tid = (__u32)bpf_get_current_pid_tgid(), zero = 0;
+		struct go_pollwait *pw = bpf_map_lookup_elem(&go_polls, &tid);
+		fdc = bpf_map_lookup_elem(&go_fd_scratch, &zero);
+		if (pw && fdc && pw->goid == goid && pw->fd >= 0 && pw->fd < 0x7fffffff) {
+			fd = (__s32)pw->fd;
+			__builtin_memset(fdc, 0, sizeof(*fdc));
+			classify_fd((struct task_struct *)bpf_get_current_task(), fd, fdc, 0, false);
+		} else {
+			fdc = NULL;
+		}
+		if (pw)
+			bpf_map_delete_elem(&go_polls, &tid);
+	}
+	struct kd_sched_go *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count_drop(KD_DROP_SCHED_RINGBUF_FULL);
+		return;
+	}
+	fill_header(&e->hdr, kind, bpf_ktime_get_ns());
+	e->goid = goid;
+	e->ustack = ustack;
+	e->reason = reason;
+	e->fd = fd;
+	e->sock_id = 0;
+	e->fd_kind = KD_FD_NONE;
+	e->family = 0;
+	e->proto = 0;
+	e->_pad = 0;
+	e->sport = 0;
+	e->dport = 0;
+	__builtin_memset(e->saddr, 0, sizeof(e->saddr));
+	__builtin_memset(e->daddr, 0, sizeof(e->daddr));
+	if (fdc) {
+		e->sock_id = fdc->sock_id;
+		e->fd_kind = fdc->fd_kind;
+		e->family = fdc->family;
+		e->proto = fdc->proto;
+		e->sport = fdc->sport;
+		e->dport = fdc->dport;
+		__builtin_memcpy(e->saddr, fdc->saddr, sizeof(e->saddr));
+		__builtin_memcpy(e->daddr, fdc->daddr, sizeof(e->daddr));
+	}
+	bpf_ringbuf_submit(e, wakeup_flag());
+}
+
+/* func poll_runtime_pollWait(pd *pollDesc, mode int) (linked as
+ * internal/poll.runtime_pollWait): the running goroutine (R14) is about to
+ * wait for pd's fd; the gopark that follows on this thread reports it. */
+SEC("uprobe")
+int BPF_KPROBE(kd_go_pollwait)
+{
+	struct go_params *gp = go_params_of_current();
+	if (!gp || !gp->pd_fd_off || !ctx->r14 || !ctx->ax)
+		return 0;
+	struct go_pollwait v = { .fd = -1 };
+	if (bpf_probe_read_user(&v.goid, sizeof(v.goid), (void *)(ctx->r14 + gp->goid_off)) ||
+	    bpf_probe_read_user(&v.fd, sizeof(v.fd), (void *)(ctx->ax + gp->pd_fd_off)))
+		return 0;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	bpf_map_update_elem(&go_polls, &tid, &v, BPF_ANY);
+	return 0;
+}
+
+/* func execute(gp *g, inheritTime bool): gp (AX) starts running on this thread. */
+SEC("uprobe")
+int BPF_KPROBE(kd_go_execute)
+{
+	go_event(ctx, KD_EV_SCHED_GO_RUN, ctx->ax, 0, false);
+	return 0;
+}
+
+/* func gopark(unlockf, lock, reason waitReason, ...): the running goroutine
+ * (R14) parks; reason in CX (a uint8). Its stack is the goroutine's own. */
+SEC("uprobe")
+int BPF_KPROBE(kd_go_park)
+{
+	go_event(ctx, KD_EV_SCHED_GO_PARK, ctx->r14, (__u8)ctx->cx, true);
+	return 0;
+}
+
+/* func ready(gp *g, traceskip int, next bool): gp (AX) leaves its wait,
+ * runnable (mutexes, channels, timers... not the netpoller: injectglist). */
+SEC("uprobe")
+int BPF_KPROBE(kd_go_ready)
+{
+	go_event(ctx, KD_EV_SCHED_GO_RUNNABLE, ctx->ax, 0, false);
+	return 0;
+}
+
+/* func exitsyscall0(gp *g) (via mcall, gp in AX): back from a syscall with
+ * no P, gp goes to the global run queue and its thread stops. */
+SEC("uprobe")
+int BPF_KPROBE(kd_go_exitsyscall0)
+{
+	go_event(ctx, KD_EV_SCHED_GO_RUNNABLE, ctx->ax, 0, false);
+	return 0;
+}
+
+/* Goroutines readied together (by the netpoller) enter the run queues here. */
+#define KD_GO_INJECT_MAX 32
+
+/* func injectglist(glist *gList): a list linked by g.schedlink (AX: &list). */
+SEC("uprobe")
+int BPF_KPROBE(kd_go_injectglist)
+{
+	struct go_params *gp = go_params_of_current();
+	if (!gp || !gp->schedlink_off)
+		return 0;
+	__u32 goid_off = gp->goid_off, link_off = gp->schedlink_off;
+	__u64 g = 0;
+	if (bpf_probe_read_user(&g, sizeof(g), (void *)ctx->ax))
+		return 0;
+	for (int i = 0; i < KD_GO_INJECT_MAX && g; i++) {
+		__u64 goid = 0;
+		if (bpf_probe_read_user(&goid, sizeof(goid), (void *)(g + goid_off))) {
+			count_drop(KD_DROP_SCHED_GO_UNREADABLE);
+			return 0;
+		}
+		struct kd_sched_go *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+		if (!e) {
+			count_drop(KD_DROP_SCHED_RINGBUF_FULL);
+		} else {
+			__builtin_memset(e, 0, sizeof(*e));
+			fill_header(&e->hdr, KD_EV_SCHED_GO_RUNNABLE, bpf_ktime_get_ns());
+			e->goid = goid;
+			e->fd = -1;
+			bpf_ringbuf_submit(e, wakeup_flag());
+		}
+		if (bpf_probe_read_user(&g, sizeof(g), (void *)(g + link_off)))
+			return 0;
+	}
+	/* Longer lists: the rest stay parked until they run (counted). */
+	if (g)
+		count_drop(KD_DROP_SCHED_GO_INJECT_TRUNCATED);
+	return 0;
+}
+
+/* func goexit1(): the running goroutine (R14) ends. */
+SEC("uprobe")
+int BPF_KPROBE(kd_go_exit)
+{
+	go_event(ctx, KD_EV_SCHED_GO_EXIT, ctx->r14, 0, false);
 	return 0;
 }
 

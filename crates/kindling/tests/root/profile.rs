@@ -672,3 +672,65 @@ fn profile_file_slices_name_the_file() {
         assert_eq!(s["target"].as_str(), Some(path.as_str()), "fsync slice target");
     }
 }
+
+/// A Go program: the request's goroutine burns ~150 ms in main.burn, waits
+/// ~100 ms on a contended sync.Mutex and ~200 ms on a TCP read (netpoller).
+/// Its threads show none of that per request; the goroutine, followed with
+/// the Go runtime uprobes, shows each within 15%.
+#[test]
+fn profile_go_goroutine_on_cpu_lock_and_net_wait() {
+    require_root();
+    let out = build_dir().join("goroutines");
+    run_ok(
+        Command::new("go")
+            .args(["build", "-o"])
+            .arg(&out)
+            .arg(subjects_dir().join("goroutines/main.go"))
+            .env("GOCACHE", build_dir().join("gocache"))
+            .env("GO111MODULE", "off"),
+        "go build",
+    );
+    let mut subject = Subject::spawn(&mut Command::new(&out));
+    let peer_port: u16 = subject.expect("ready ").trim_start_matches("ready ").trim().parse().expect("peer port");
+    let prof = Profiler::start(subject.pid(), "3s", &["--format", "timeline"], "goroutines.json");
+    std::thread::sleep(Duration::from_millis(300));
+    subject.say("go");
+    let goid: u64 = subject.expect("goid ").trim_start_matches("goid ").trim().parse().expect("goid");
+    let measured = subject.expect("done ");
+    let (json, stderr) = prof.finish();
+    subject.stop();
+    assert!(
+        stderr.iter().any(|l| l.contains("following the goroutines")),
+        "the Go runtime probes were not attached; stderr: {stderr:?}"
+    );
+    let doc: Value = serde_json::from_slice(&json).expect("timeline JSON");
+    let gs = doc["goroutines"].as_array().unwrap_or_else(|| panic!("no goroutines in the timeline; stderr: {stderr:?}"));
+    let g = gs
+        .iter()
+        .find(|g| g["tid"].as_u64() == Some(goid))
+        .unwrap_or_else(|| panic!("goroutine {goid} not in the timeline ({} goroutines)", gs.len()));
+    assert_eq!(g["name"].as_str(), Some(format!("goroutine {goid}").as_str()));
+    let sl = g["slices"].as_array().expect("slices");
+    let ms = |state: &str| -> f64 { sl.iter().filter(|s| s["state"] == state).map(dur_ms).sum() };
+    let (oncpu, lock, net) = (ms("oncpu"), ms("lock"), ms("net"));
+    let summary: Vec<String> = sl
+        .iter()
+        .map(|s| format!("{}:{:.1}ms {}", s["state"].as_str().unwrap_or("?"), dur_ms(s), stack_of(s).first().unwrap_or(&"")))
+        .collect();
+    eprintln!("goroutine {goid}: oncpu {oncpu:.1} ms, lock {lock:.1} ms, net {net:.1} ms (subject: {measured}); {summary:?}");
+    assert!(within(oncpu, 150.0, 0.15), "on-CPU {oncpu:.1} ms, expected ~150; {summary:?}");
+    assert!(within(lock, 100.0, 0.15), "lock {lock:.1} ms, expected ~100; {summary:?}");
+    assert!(within(net, 200.0, 0.15), "net {net:.1} ms, expected ~200; {summary:?}");
+    // The parks carry the goroutine's stack: the lock wait is in main.lockStep, the read in main.netStep.
+    let parked_in = |state: &str, f: &str| sl.iter().any(|s| s["state"] == state && stack_of(s).iter().any(|x| x.contains(f)));
+    assert!(parked_in("lock", "main.lockStep"), "lock slice without main.lockStep; {summary:?}");
+    assert!(parked_in("net", "main.netStep"), "net slice without main.netStep; {summary:?}");
+    // The netpoller wait names the socket it waited on (the peer's port the subject printed).
+    let net_targets: Vec<&str> = sl.iter().filter(|s| s["state"] == "net" && dur_ms(s) > 50.0).filter_map(|s| s["target"].as_str()).collect();
+    assert!(
+        net_targets.iter().any(|t| t.starts_with("tcp 127.0.0.1:") && t.ends_with(&format!("-> 127.0.0.1:{peer_port}"))),
+        "net wait without the peer 127.0.0.1:{peer_port}: {net_targets:?}"
+    );
+    // gopark's caller is in the stack too (its return address, read at the probe).
+    assert!(parked_in("lock", "runtime.semacquire1"), "lock slice without gopark's caller; {summary:?}");
+}
