@@ -36,6 +36,20 @@ struct Gathered {
 }
 
 fn gather(tl: &Timelines, r: &RequestRecord, w0: u64, w1: u64) -> Gathered {
+    // Go: the goroutine that read the request is the unit of work (its
+    // threads multiplex others); its timeline uses the goid as a pseudo-tid.
+    if let Some(goid) = tl.goroutine_at(r.pid, r.tid, r.start_ts_ns) {
+        if let Some(g) = tl.goroutine(r.pid, goid, w0, w1) {
+            let pseudo = g.tid;
+            return Gathered {
+                threads: vec![g],
+                samples: tl.goroutine_samples(r.pid, goid, w0, w1),
+                req_tid: pseudo,
+                resp_tid: pseudo,
+                unit: "goroutine",
+            };
+        }
+    }
     Gathered {
         threads: tl.threads(r.pid, None, w0, w1),
         samples: tl.samples(r.pid, w0, w1),
