@@ -7,8 +7,9 @@
 // then answers 200. `GET /work?spinners=N` also runs N threads spinning in
 // `spin` for the request's duration (CPU starvation on a small machine).
 // Usage: traceserver PG_PORT. Prints its port on stdout; per request, its
-// own timings on stderr:
-//   timing trace=<id|-> cpu_ms X burn_wall_ms X pg_ms X lock_ms X total_ms X
+// own timings on stderr (pg_rq_ms, lock_rq_ms: the parts of the waits spent in
+// a run queue once woken, from the kernel's per-thread run_delay):
+//   timing trace=<id|-> cpu_ms X burn_wall_ms X pg_ms X lock_ms X total_ms X pg_rq_ms X lock_rq_ms X
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -37,6 +38,19 @@ static double now_ms(clockid_t c) {
     struct timespec ts;
     clock_gettime(c, &ts);
     return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+// Time this thread has waited in a run queue (the kernel's run_delay, ms).
+static double run_delay_ms(void) {
+    FILE *f = fopen("/proc/thread-self/schedstat", "r");
+    unsigned long long cpu = 0, delay = 0;
+    if (!f) die("opening /proc/thread-self/schedstat");
+    if (fscanf(f, "%llu %llu", &cpu, &delay) != 2) {
+        fprintf(stderr, "traceserver: unreadable /proc/thread-self/schedstat\n");
+        exit(1);
+    }
+    fclose(f);
+    return delay / 1e6;
 }
 
 // ---------------------------------------------------------------- on-CPU
@@ -179,17 +193,18 @@ static void *hold_lock(void *arg) {
 }
 
 // A helper takes the mutex and holds it `ms`; we block acquiring it. Returns
-// the time blocked.
-static double wait_on_lock(int ms) {
+// the time blocked, and in `rq` the part of it spent in a run queue once woken.
+static double wait_on_lock(int ms, double *rq) {
     struct holder h = {.ms = ms};
     sem_init(&h.held, 0, 0);
     pthread_t t;
     if (pthread_create(&t, NULL, hold_lock, &h) != 0) die("pthread_create");
     while (sem_wait(&h.held) < 0 && errno == EINTR) {
     }
-    double t0 = now_ms(CLOCK_MONOTONIC);
+    double t0 = now_ms(CLOCK_MONOTONIC), rq0 = run_delay_ms();
     pthread_mutex_lock(&contended);
     double blocked = now_ms(CLOCK_MONOTONIC) - t0;
+    *rq = run_delay_ms() - rq0;
     pthread_mutex_unlock(&contended);
     pthread_join(t, NULL);
     sem_destroy(&h.held);
@@ -246,16 +261,20 @@ static void serve_work(int fd, const char *req) {
     double t0 = now_ms(CLOCK_MONOTONIC), c0 = now_ms(CLOCK_THREAD_CPUTIME_ID);
     burn_cpu(150);
     double t1 = now_ms(CLOCK_MONOTONIC), c1 = now_ms(CLOCK_THREAD_CPUTIME_ID);
+    double rq1 = run_delay_ms();
     pg_query("SELECT pg_sleep(0.2)");
-    double t2 = now_ms(CLOCK_MONOTONIC);
-    double lock_ms = wait_on_lock(100);
+    double t2 = now_ms(CLOCK_MONOTONIC), rq2 = run_delay_ms();
+    double lock_rq_ms;
+    double lock_ms = wait_on_lock(100, &lock_rq_ms);
     double t3 = now_ms(CLOCK_MONOTONIC);
 
     spinning = 0;
     for (int i = 0; i < spinners; i++) pthread_join(sp[i], NULL);
     reply(fd, 200, "done\n");
-    fprintf(stderr, "timing trace=%s cpu_ms %.1f burn_wall_ms %.1f pg_ms %.1f lock_ms %.1f total_ms %.1f\n", trace,
-            c1 - c0, t1 - t0, t2 - t1, lock_ms, t3 - t0);
+    fprintf(stderr,
+            "timing trace=%s cpu_ms %.1f burn_wall_ms %.1f pg_ms %.1f lock_ms %.1f total_ms %.1f pg_rq_ms %.1f "
+            "lock_rq_ms %.1f\n",
+            trace, c1 - c0, t1 - t0, t2 - t1, lock_ms, t3 - t0, rq2 - rq1, lock_rq_ms);
 }
 
 static void *serve_conn(void *arg) {
