@@ -163,7 +163,8 @@ impl Truth {
     }
 }
 
-/// `timing trace=ID cpu_ms X burn_wall_ms X pg_ms X lock_ms X total_ms X` -> (ID, truth).
+/// `timing trace=ID cpu_ms X burn_wall_ms X pg_ms X lock_ms X total_ms X [pg_rq_ms X lock_rq_ms X]`
+/// -> (ID, truth).
 fn parse_timing(line: &str) -> Option<(String, Truth)> {
     let mut f = line.split_whitespace();
     (f.next()? == "timing").then_some(())?;
@@ -197,12 +198,12 @@ impl Server {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("starting the {} server: {e}", lang.name()));
+        // The first stdout line is the port; a server that dies first ends the wait.
         let (tx, rx) = mpsc::channel();
         let out = child.stdout.take().expect("stdout");
-        let tx_out = tx.clone();
         std::thread::spawn(move || {
             if let Some(Ok(l)) = BufReader::new(out).lines().next() {
-                let _ = tx_out.send(format!("port {l}"));
+                let _ = tx.send(format!("port {l}"));
             }
         });
         let err = child.stderr.take().expect("stderr");
