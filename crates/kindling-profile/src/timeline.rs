@@ -168,6 +168,9 @@ struct Process {
     names: HashMap<u32, String>,
     /// Earliest time from which this process's data is complete.
     since_ns: u64,
+    /// The kernel follows it now: kept even while it has no data (an idle
+    /// process sends nothing until its threads wake).
+    followed: bool,
 }
 
 /// Distinct targets shared by slices at most.
@@ -485,7 +488,7 @@ impl Timelines {
         }
         self.slices -= slices;
         self.samples -= samples;
-        self.procs.retain(|_, p| !p.slices.is_empty() || !p.samples.is_empty());
+        self.procs.retain(|_, p| p.followed || !p.slices.is_empty() || !p.samples.is_empty());
         self.go.expire(horizon);
     }
 
@@ -502,6 +505,25 @@ impl Timelines {
             self.samples -= p.samples.len();
         }
         self.go.forget(pid);
+    }
+
+    /// The kernel follows `pid` from `since_ns` on: its data is complete from
+    /// then, even if its threads stay blocked (and silent) for a while.
+    pub fn followed(&mut self, pid: u32, since_ns: u64) {
+        let p = self.procs.entry(pid).or_insert_with(|| Process { since_ns, ..Default::default() });
+        p.followed = true;
+    }
+
+    /// The processes marked followed.
+    pub fn followed_pids(&self) -> Vec<u32> {
+        self.procs.iter().filter(|(_, p)| p.followed).map(|(pid, _)| *pid).collect()
+    }
+
+    /// The kernel no longer follows `pid` (its data ages out as usual).
+    pub fn unfollowed(&mut self, pid: u32) {
+        if let Some(p) = self.procs.get_mut(&pid) {
+            p.followed = false;
+        }
     }
 
     /// Since when this process's data is complete (None: no data).
@@ -724,6 +746,19 @@ mod tests {
             waker_tid: 9,
             waker_pid: 1,
         }
+    }
+
+    #[test]
+    fn a_followed_process_is_complete_from_its_follow_time_even_when_silent() {
+        let mut t = Timelines::default();
+        assert_eq!(t.since(1), None);
+        t.followed(1, 1_000);
+        t.tick(5_000);
+        assert_eq!(t.since(1), Some(1_000), "kept with no data while followed");
+        assert_eq!(t.followed_pids(), vec![1]);
+        t.unfollowed(1);
+        t.tick(6_000);
+        assert_eq!(t.since(1), None, "an unfollowed process with no data is forgotten");
     }
 
     #[test]

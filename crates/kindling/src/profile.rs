@@ -194,7 +194,18 @@ pub fn sync_agent(probe: &kindling_probe::ProbeHandle, p: &mut kindling_pipeline
     let pr = p.profiling_mut();
     if let Some(pids) = pr.interest.take_change() {
         match probe.set_sched_pids(&pids) {
-            Ok(()) => pr.interest.applied(&pids),
+            Ok(()) => {
+                // Complete from now on, even before the first event arrives.
+                let now = crate::source::now_ns();
+                for pid in pids.iter().filter(|p| !pr.interest.is_applied(**p)) {
+                    pr.timelines.followed(*pid, now);
+                }
+                let gone: Vec<u32> = pr.timelines.followed_pids().into_iter().filter(|p| !pids.contains(p)).collect();
+                for pid in gone {
+                    pr.timelines.unfollowed(pid);
+                }
+                pr.interest.applied(&pids);
+            }
             Err(e) => tracing::warn!("cannot change the profiled processes: {e}"),
         }
         // Goroutine parks of Go programs name their wait reasons by number.
