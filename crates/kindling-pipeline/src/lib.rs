@@ -294,7 +294,8 @@ impl Pipeline {
                 self.emitted_edges.push(edge);
             }
             let r = Arc::new(r);
-            self.traceprof.observe(&r, &self.profiling.timelines);
+            let workload = self.workloads.of(r.pid, &r.comm);
+            self.traceprof.observe(&r, &workload.name, &self.profiling.timelines);
             self.recent.push(r.clone());
             self.emitted.push(r);
             self.requests += 1;

@@ -121,8 +121,9 @@ impl TraceProfiler {
         &self.cfg
     }
 
-    /// A completed request record.
-    pub fn observe(&mut self, r: &Arc<RequestRecord>, tl: &Timelines) {
+    /// A completed request record, and the name of its workload (the
+    /// sampling key's first part: a process's threads share it).
+    pub fn observe(&mut self, r: &Arc<RequestRecord>, workload: &str, tl: &Timelines) {
         if !self.cfg.enabled {
             return;
         }
@@ -137,7 +138,7 @@ impl TraceProfiler {
                     self.stats.not_followed += 1;
                     return;
                 }
-                self.offer(r);
+                self.offer(r, workload);
             }
         }
     }
@@ -182,8 +183,8 @@ impl TraceProfiler {
         Some(v)
     }
 
-    fn offer(&mut self, r: &Arc<RequestRecord>) {
-        let key = format!("{}|{}|{}", r.comm, r.protocol.name(), r.endpoint);
+    fn offer(&mut self, r: &Arc<RequestRecord>, workload: &str) {
+        let key = format!("{workload}|{}|{}", r.protocol.name(), r.endpoint);
         let h = if r.trace_id.is_empty() {
             hash(&[&r.pid.to_le_bytes(), &r.sock_id.to_le_bytes(), &r.start_ts_ns.to_le_bytes()])
         } else {

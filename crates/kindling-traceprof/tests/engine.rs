@@ -94,11 +94,11 @@ fn verdict_of_a_known_timeline_names_the_sql() {
     let mut e = TraceProfiler::new(cfg());
     let mut sym = Symbolizer::new();
     // The server is followed from an earlier request on.
-    e.observe(&record(Side::Server, 2, 0, 1, Protocol::Http, "/work", ""), &tl);
+    e.observe(&record(Side::Server, 2, 0, 1, Protocol::Http, "/work", ""), "srv", &tl);
     let pg = record(Side::Client, 2, 159 * MS, 361 * MS, Protocol::Postgresql, "SELECT pg_sleep(0.2)", "");
-    e.observe(&pg, &tl);
+    e.observe(&pg, "srv", &tl);
     let req = record(Side::Server, 2, 10 * MS, 470 * MS, Protocol::Http, "/work", "4bf92f3577b34da6a3ce929d0e0e4736");
-    e.observe(&req, &tl);
+    e.observe(&req, "srv", &tl);
     e.tick(900 * MS);
     e.build_settled(&tl, 10 * MS, &mut sym);
     assert!(stored(e.take_actions()).0.is_empty(), "not before the request settled");
@@ -135,13 +135,13 @@ fn a_displaced_profile_is_removed_and_the_budget_holds() {
     let mut e = TraceProfiler::new(TraceProfConfig { sampler, ..cfg() });
     let mut sym = Symbolizer::new();
     let a = record(Side::Server, 2, 10 * MS, 300 * MS, Protocol::Http, "/work", "aa");
-    e.observe(&a, &tl);
+    e.observe(&a, "srv", &tl);
     e.tick(900 * MS);
     e.build_settled(&tl, 10 * MS, &mut sym);
     let (s, _) = stored(e.take_actions());
     assert_eq!(s.len(), 1, "visible as soon as admitted");
     let b = record(Side::Server, 2, 20 * MS, 470 * MS, Protocol::Http, "/work", "bb");
-    e.observe(&b, &tl);
+    e.observe(&b, "srv", &tl);
     e.tick(1_000 * MS);
     e.build_settled(&tl, 10 * MS, &mut sym);
     let (s2, r2) = stored(e.take_actions());
@@ -151,7 +151,7 @@ fn a_displaced_profile_is_removed_and_the_budget_holds() {
 
     // A budget smaller than one profile: kept, not stored, counted.
     let mut e = TraceProfiler::new(TraceProfConfig { max_bytes_per_window: 100, ..cfg() });
-    e.observe(&a, &tl);
+    e.observe(&a, "srv", &tl);
     e.tick(900 * MS);
     e.build_settled(&tl, 10 * MS, &mut sym);
     assert!(stored(e.take_actions()).0.is_empty());
@@ -163,7 +163,7 @@ fn requests_before_following_are_counted_not_profiled() {
     let tl = Timelines::default();
     let mut e = TraceProfiler::new(cfg());
     let req = record(Side::Server, 2, 10 * MS, 470 * MS, Protocol::Http, "/work", "");
-    e.observe(&req, &tl);
+    e.observe(&req, "srv", &tl);
     assert_eq!(e.stats().not_followed, 1);
     assert_eq!(e.take_followed_change(), Some(vec![PID]), "its process is followed from now on");
     assert_eq!(e.take_followed_change(), None);
