@@ -127,13 +127,18 @@ pub fn p5() -> anyhow::Result<()> {
     }
     std::thread::sleep(Duration::from_secs(3));
     let rss = agent.rss();
-    let (dropped, _) = agent.dropped()?;
+    let (dropped, reasons) = agent.dropped()?;
     println!(
         "P5 memory: agent RSS {:.1} MiB with {CONNS} open connections (both ends traced) and {ENDPOINTS} endpoints \
-         (idle {:.1} MiB; {dropped} events lost) (target <= 128 MiB)",
+         (idle {:.1} MiB; {dropped} events lost [{reasons}]) (target <= 128 MiB)",
         rss as f64 / 1048576.0,
         idle_rss as f64 / 1048576.0
     );
+    if let Ok(m) = agent.get("/metrics") {
+        for l in m.lines().filter(|l| l.starts_with("kindling_telemetry_") && !l.contains("dropped")) {
+            eprintln!("  p5: {l}");
+        }
+    }
     drop(conns);
     Ok(())
 }

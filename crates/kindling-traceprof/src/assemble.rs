@@ -21,6 +21,9 @@ pub struct Input<'a> {
     pub edge_ns: u64,
     /// Threads in the profile at most.
     pub max_threads: usize,
+    /// Slices in the profile at most (those nearest the request are kept:
+    /// an event loop has many in the edges around a short request).
+    pub max_slices: usize,
     /// Client-side records of the request's process around its window.
     pub downstream: &'a [Arc<RequestRecord>],
     pub sample_period_ns: u64,
@@ -141,12 +144,18 @@ pub fn assemble(inp: &Input<'_>, tl: &Timelines, sym: &mut Symbolizer) -> TraceP
     oncpu_stacks.sort_by(|a, b| b.samples.cmp(&a.samples).then_with(|| a.stack.cmp(&b.stack)));
 
     // Thread documents, with each downstream call on the slice it overlaps most.
+    let per_thread = (inp.max_slices / shown.len().max(1)).max(1);
+    let mut left_out = 0u64;
     let mut threads: Vec<ThreadDoc> = shown
         .iter()
         .map(|(tid, role)| {
             let tl_t = by_tid.get(tid);
             let mut slices: Vec<SliceDoc> = tl_t
-                .map(|t| t.slices.iter().map(|s| slice_doc(s, &g.samples, &mut stacks)).collect())
+                .map(|t| {
+                    let keep = nearest(&t.slices, start, end, per_thread);
+                    left_out += (t.slices.len() - keep.len()) as u64;
+                    keep.into_iter().map(|s| slice_doc(s, &g.samples, &mut stacks)).collect()
+                })
                 .unwrap_or_default();
             // The path's stretches no slice reports yet (a thread's current run).
             for s in path.iter().filter(|s| s.tid == *tid && s.slice.is_none()) {
@@ -216,12 +225,33 @@ pub fn assemble(inp: &Input<'_>, tl: &Timelines, sym: &mut Symbolizer) -> TraceP
         window_start_ns: w0,
         window_end_ns: w1,
         threads,
+        slices_left_out: left_out,
         path: path
             .iter()
             .map(|s| PathDoc { tid: s.tid, start_ns: s.start_ns, end_ns: s.end_ns, state: s.state.name().to_string() })
             .collect(),
         oncpu_stacks,
     }
+}
+
+/// At most `n` of a thread's slices, the nearest to `[start, end)` (those
+/// overlapping it first), in time order.
+fn nearest(slices: &[Slice], start: u64, end: u64, n: usize) -> Vec<&Slice> {
+    if slices.len() <= n {
+        return slices.iter().collect();
+    }
+    let dist = |s: &Slice| {
+        if s.end_ns <= start {
+            start - s.end_ns
+        } else {
+            s.start_ns.saturating_sub(end)
+        }
+    };
+    let mut v: Vec<&Slice> = slices.iter().collect();
+    v.sort_by_key(|s| (dist(s), s.start_ns));
+    v.truncate(n);
+    v.sort_by_key(|s| (s.start_ns, s.end_ns));
+    v
 }
 
 fn slice_doc(s: &Slice, samples: &[Sample], stacks: &mut Stacks<'_>) -> SliceDoc {
@@ -380,6 +410,16 @@ mod tests {
 
     fn st(frames: &[&str]) -> Arc<Vec<String>> {
         Arc::new(frames.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn nearest_slices_keep_the_request_and_its_closest_context() {
+        use crate::path::tests::slice;
+        let on = State::OnCpu;
+        let v: Vec<Slice> = (0..10).map(|i| slice(1, i * 10, i * 10 + 10, on, 0)).collect();
+        let kept: Vec<u64> = nearest(&v, 45, 55, 4).iter().map(|s| s.start_ns).collect();
+        assert_eq!(kept, vec![30, 40, 50, 60], "the two overlapping, then the nearest on each side");
+        assert_eq!(nearest(&v, 45, 55, 100).len(), 10);
     }
 
     #[test]

@@ -20,6 +20,10 @@ pub struct TraceProfile {
     pub window_end_ns: u64,
     /// The threads that served the request (first: the one that read it).
     pub threads: Vec<ThreadDoc>,
+    /// Slices of the window not shown (`[traceprof] max_slices`; the
+    /// farthest from the request go first). The verdict counts them all.
+    #[serde(default)]
+    pub slices_left_out: u64,
     /// The request's critical path (what the verdict sums), in time order.
     pub path: Vec<PathDoc>,
     /// On-CPU samples on the critical path, aggregated by stack (innermost

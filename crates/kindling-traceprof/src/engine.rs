@@ -31,6 +31,10 @@ pub struct TraceProfConfig {
     /// Bytes of profiles stored per sampling window at most.
     pub max_bytes_per_window: u64,
     pub max_threads: usize,
+    pub max_slices: usize,
+    /// Profiles built per call of `build_settled` at most (the analysis
+    /// thread's time; the rest wait for the next call).
+    pub max_builds_per_tick: usize,
     /// Client-side records remembered for downstream attribution.
     pub downstream_records: usize,
 }
@@ -43,8 +47,10 @@ impl Default for TraceProfConfig {
             edge_ns: 20_000_000,
             settle_ns: 1_000_000_000,
             follow_processes: 32,
-            max_bytes_per_window: 64 * 1024 * 1024,
+            max_bytes_per_window: 16 * 1024 * 1024,
             max_threads: 16,
+            max_slices: 2_000,
+            max_builds_per_tick: 16,
             downstream_records: 20_000,
         }
     }
@@ -257,10 +263,12 @@ impl TraceProfiler {
     /// Builds the kept profiles whose requests settled (the symbolizer is
     /// the caller's: it lives on one thread).
     pub fn build_settled(&mut self, tl: &Timelines, sample_period_ns: u64, sym: &mut Symbolizer) {
+        let mut built = 0;
         while let Some(&(due, id)) = self.due.first() {
-            if due > self.now_ns {
+            if due > self.now_ns || built >= self.cfg.max_builds_per_tick.max(1) {
                 break;
             }
+            built += 1;
             self.due.pop_first();
             self.build(id, tl, sample_period_ns, sym);
         }
@@ -288,6 +296,7 @@ impl TraceProfiler {
             kept_because: k.because,
             edge_ns: self.cfg.edge_ns,
             max_threads: self.cfg.max_threads,
+            max_slices: self.cfg.max_slices,
             downstream: &downstream,
             sample_period_ns,
         };

@@ -47,6 +47,8 @@ pub struct TraceprofConfig {
     pub follow_processes: usize,
     /// Threads shown per profile.
     pub max_threads: usize,
+    /// Slices shown per profile (the nearest to the request are kept).
+    pub max_slices: usize,
 }
 
 impl Default for TraceprofConfig {
@@ -66,6 +68,7 @@ impl Default for TraceprofConfig {
             settle: "1s".into(),
             follow_processes: d.follow_processes,
             max_threads: d.max_threads,
+            max_slices: d.max_slices,
         }
     }
 }
@@ -244,8 +247,10 @@ impl Config {
         if settle_ns > 4_000_000_000 {
             return Err(format!("traceprof.settle {:?} is longer than 4s (profiles must show within 5s)", t.settle));
         }
-        if t.max_per_window < 1 || t.max_keys < 1 || t.follow_processes < 1 || t.max_threads < 1 {
-            return Err("traceprof.max_per_window, max_keys, follow_processes and max_threads must be at least 1".into());
+        if t.max_per_window < 1 || t.max_keys < 1 || t.follow_processes < 1 || t.max_threads < 1 || t.max_slices < 1 {
+            return Err(
+                "traceprof.max_per_window, max_keys, follow_processes, max_threads and max_slices must be at least 1".into()
+            );
         }
         Ok(kindling_traceprof::TraceProfConfig {
             enabled: t.enabled,
@@ -263,6 +268,7 @@ impl Config {
             follow_processes: t.follow_processes,
             max_bytes_per_window: t.max_mb_per_window.saturating_mul(1024 * 1024),
             max_threads: t.max_threads,
+            max_slices: t.max_slices,
             ..Default::default()
         })
     }
@@ -307,7 +313,7 @@ mod tests {
         let c = Config::parse("[traceprof]\nslow = 50\nwindow = \"2m\"\nsettle = \"500ms\"\n").unwrap();
         let t = c.pipeline().traceprof;
         assert_eq!((t.sampler.slow, t.sampler.window_ns, t.settle_ns), (50, 120_000_000_000, 500_000_000));
-        assert_eq!(t.max_bytes_per_window, 64 * 1024 * 1024);
+        assert_eq!(t.max_bytes_per_window, 16 * 1024 * 1024);
         let err = |text: &str| Config::parse(text).unwrap_err();
         assert!(err("[traceprof]\nsettle = \"10s\"\n").contains("traceprof.settle"));
         assert!(err("[traceprof]\nwindow = \"100ms\"\n").contains("traceprof.window"));
