@@ -105,7 +105,7 @@ pub fn p5() -> anyhow::Result<()> {
     // nginx closes idle keep-alive connections once fewer than 1/16 of its
     // connection slots are free: leave more than that free.
     let nginx = Nginx::start_with(CONNS as u32 / 15 * 16 + 512, "keepalive_timeout 600s; location /ep/ { return 200 \"ok\\n\"; }")?;
-    let agent = Agent::start(&kindling_bin())?;
+    let agent = Agent::start_with(&kindling_bin(), std::env::var("P5_CONFIG").ok().as_deref())?;
     let idle_rss = agent.rss();
     let mut conns = Vec::with_capacity(CONNS);
     // Every connection makes a request as soon as it is open (so a burst of
