@@ -425,6 +425,8 @@ struct Measured {
     truth: Truth,
     listed: Value,
     profile: Value,
+    /// The profile's flame graph (`/api/v1/profiles/{id}/flamegraph`, folded).
+    folded: String,
     p7: Duration,
 }
 
@@ -443,6 +445,10 @@ fn measure(agent: &Agent, server: &Server, path: &str, n: u64, tag: &str) -> Mea
     );
     let id = listed["id"].as_str().map(str::to_string).unwrap_or_else(|| listed["id"].to_string());
     let profile = agent.json(&format!("/api/v1/profiles/{id}"));
+    let folded = match http_get(agent.port, &format!("/api/v1/profiles/{id}/flamegraph?format=folded&type=both")) {
+        Some((200, body)) => body,
+        other => panic!("the {tag} profile's flame graph: {other:?}"),
+    };
     let file = format!("/tmp/traceprof-{tag}.json");
     let pretty = serde_json::to_string_pretty(&profile).unwrap_or_default();
     if let Err(e) = std::fs::write(&file, pretty) {
@@ -470,7 +476,7 @@ fn measure(agent: &Agent, server: &Server, path: &str, n: u64, tag: &str) -> Mea
         ms_of(profile["request"]["duration_ns"].as_u64().unwrap_or(0)),
         v["summary"].as_str().unwrap_or("<no summary>"),
     );
-    Measured { trace, truth, listed, profile, p7 }
+    Measured { trace, truth, listed, profile, folded, p7 }
 }
 
 /// What is wrong with a measured request's profile (empty when all holds):
@@ -520,6 +526,12 @@ fn verdict_problems(m: &Measured, lang: Lang) -> Vec<String> {
     }
     if !summary.contains("pg_sleep") {
         bad.push(format!("summary {summary:?} does not name pg_sleep"));
+    }
+    // The flame graph: the function on CPU, and the net and lock waits as roots.
+    for want in [lang.cpu_function(), "offcpu:net;", "offcpu:lock;"] {
+        if !m.folded.lines().any(|l| l.contains(want)) {
+            bad.push(format!("the flame graph has no stack with {want:?}"));
+        }
     }
     bad
 }
