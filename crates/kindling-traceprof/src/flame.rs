@@ -51,7 +51,7 @@ pub fn flame(p: &TraceProfile, kind: ProfileType) -> Profile {
                 .map(|s| s.stack.clone())
                 .unwrap_or_default();
             let stack = if stack.is_empty() { vec!["[no stack]".to_string()] } else { stack };
-            add(Some(format!("offcpu:{}", seg.state)), &stack, 1, seg.end_ns - seg.start_ns, &mut out);
+            add(Some(format!("offcpu:{}", seg.state)), &stack, 1, seg.end_ns.saturating_sub(seg.start_ns), &mut out);
         }
     }
     out.stacks = merged.into_iter().map(|(k, (c, w))| (k, c, w)).collect();

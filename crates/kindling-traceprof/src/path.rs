@@ -211,6 +211,37 @@ pub(crate) mod tests {
         assert_eq!(total(&p, State::Off(OffCpuReason::Other)), 20);
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Whatever the threads did (gaps, hand-offs, cycles), the path covers
+        /// the request exactly once: contiguous, inside it, nothing lost.
+        #[test]
+        fn the_path_covers_the_request_exactly(
+            lens in proptest::collection::vec((1u64..200, 0u8..8, 0u32..4, 0u64..30), 0..60),
+            start in 0u64..2_000, dur in 1u64..3_000, req in 1u32..4, resp in 0u32..4,
+        ) {
+            let states = [ON, NET, LOCK, RQ, State::Off(OffCpuReason::Sleep), State::Off(OffCpuReason::Epoll),
+                State::Off(OffCpuReason::File), State::Off(OffCpuReason::Other)];
+            // Three threads; each slice follows the previous one of its thread,
+            // sometimes after a gap (lost events).
+            let mut t_end = [0u64; 4];
+            let mut threads: Vec<ThreadTimeline> = (1..4).map(|t| tl(t, Vec::new())).collect();
+            for (i, (len, st, waker, gap)) in lens.iter().enumerate() {
+                let tid = (i % 3) as u32 + 1;
+                let s0 = t_end[tid as usize] + if *gap > 25 { *gap } else { 0 };
+                let s = slice(tid, s0, s0 + len, states[*st as usize], *waker);
+                t_end[tid as usize] = s0 + len;
+                threads[tid as usize - 1].slices.push(s);
+            }
+            let end = start + dur;
+            let p = critical_path(&threads, req, resp, start, end);
+            proptest::prop_assert_eq!(p.iter().map(Segment::duration_ns).sum::<u64>(), dur);
+            proptest::prop_assert!(p.first().is_some_and(|s| s.start_ns == start));
+            proptest::prop_assert!(p.last().is_some_and(|s| s.end_ns == end));
+            proptest::prop_assert!(p.windows(2).all(|w| w[0].end_ns == w[1].start_ns));
+        }
+    }
+
     #[test]
     fn waker_cycles_terminate() {
         let a = tl(1, vec![slice(1, 0, 500, LOCK, 2)]);
