@@ -22,10 +22,13 @@ pub struct Adopted {
     pub count: u64,
 }
 
+/// (kd_syscall id, buffer arg, sockaddr arg, count arg).
+type TracedArgs = (u16, Option<usize>, Option<usize>, Option<usize>);
+
 /// x86-64 syscall number -> (kd_syscall id, buffer arg, sockaddr arg, count arg)
 /// for the socket syscalls we trace (the fd is always argument 0).
 #[cfg(target_arch = "x86_64")]
-fn traced(nr: i64) -> Option<(u16, Option<usize>, Option<usize>, Option<usize>)> {
+fn traced(nr: i64) -> Option<TracedArgs> {
     Some(match nr {
         0 => (1, Some(1), None, None),             // read
         1 => (2, Some(1), None, None),             // write
@@ -46,7 +49,7 @@ fn traced(nr: i64) -> Option<(u16, Option<usize>, Option<usize>, Option<usize>)>
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn traced(_nr: i64) -> Option<(u16, Option<usize>, Option<usize>, Option<usize>)> {
+fn traced(_nr: i64) -> Option<TracedArgs> {
     None
 }
 

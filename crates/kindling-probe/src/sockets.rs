@@ -94,12 +94,14 @@ fn adopt_in_flight(skel: &mut KindlingSkel<'_>, cfg: &ProbeConfig) {
         (!cfg.pids.is_empty()).then(|| cfg.pids.iter().copied().collect());
     let mut n = 0;
     for a in crate::adopt::scan(pids.as_ref(), cfg.self_pid) {
-        let mut v = crate::skel::types::inflight::default();
-        v.fd = a.fd;
-        v.syscall = a.syscall;
-        v.buf = a.buf;
-        v.addr = a.addr;
-        v.count = a.count;
+        let v = crate::skel::types::inflight {
+            fd: a.fd,
+            syscall: a.syscall,
+            buf: a.buf,
+            addr: a.addr,
+            count: a.count,
+            ..Default::default()
+        };
         // ts = 0 (start unknown), has_info = 0 (resolve the socket at exit).
         if skel.maps.adopted.update(&a.tid.to_ne_bytes(), pod_bytes(&v), MapFlags::ANY).is_ok() {
             n += 1;

@@ -891,7 +891,7 @@ mod tests {
     #[test]
     fn client_keep_alive_with_breakdown() {
         let c = Conv::tcp_client();
-        let mut evs = vec![c.ev(SocketOp::Connect, 1 * MS, MS / 2, 0, b"", 0)];
+        let mut evs = vec![c.ev(SocketOp::Connect, MS, MS / 2, 0, b"", 0)];
         // request written 2.0-2.1 ms, response read 5.0 (first byte), body fully at 5.0
         evs.push(c.send(2 * MS + MS / 10, MS / 10, GET));
         evs.push(c.recv(5 * MS, 2 * MS, OK));

@@ -110,7 +110,6 @@ pub fn run(args: CaptureArgs) -> anyhow::Result<()> {
     for ev in src.events.try_iter() {
         handle(ev)?;
     }
-    drop(handle);
     printer.flush().ok();
     for (reason, n) in drops.get() {
         telemetry.dropped(reason).set(n);

@@ -18,6 +18,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Reads one figure out of a stats snapshot (for publishing it as a metric).
+type StatFn<S> = fn(&S) -> u64;
+
 /// Events processed per lock of the pipeline: long enough to amortise the
 /// lock, short enough that API calls never wait long.
 const BATCH: usize = 512;
@@ -176,12 +179,12 @@ struct TraceprofPublished {
     built: kindling_telemetry::Counter,
     removed: kindling_telemetry::Counter,
     downstream_evicted: kindling_telemetry::Counter,
-    not_kept: Vec<(kindling_telemetry::Counter, fn(&kindling_traceprof::TraceProfStats) -> u64)>,
+    not_kept: Vec<(kindling_telemetry::Counter, StatFn<kindling_traceprof::TraceProfStats>)>,
 }
 
 impl TraceprofPublished {
     fn new(t: &Telemetry) -> TraceprofPublished {
-        let reasons: Vec<(&str, fn(&kindling_traceprof::TraceProfStats) -> u64)> = vec![
+        let reasons: Vec<(&str, StatFn<kindling_traceprof::TraceProfStats>)> = vec![
             ("not_selected", |s| s.sampler.not_selected),
             ("displaced", |s| s.sampler.displaced),
             ("keys_full", |s| s.sampler.keys_full),
@@ -266,12 +269,12 @@ struct Published {
     connections: kindling_telemetry::Gauge,
     sockets: kindling_telemetry::Gauge,
     series_overflow: kindling_telemetry::Counter,
-    drops: Vec<(kindling_telemetry::Counter, fn(&PipelineStats) -> u64)>,
+    drops: Vec<(kindling_telemetry::Counter, StatFn<PipelineStats>)>,
 }
 
 impl Published {
     fn new(t: &Telemetry) -> Published {
-        let drops: Vec<(&str, fn(&PipelineStats) -> u64)> = vec![
+        let drops: Vec<(&str, StatFn<PipelineStats>)> = vec![
             ("socket_table_full", |s| s.socket_table_full),
             ("parser_gave_up", |s| s.parser_gave_up),
             ("response_without_request", |s| s.responses_without_request),
