@@ -322,8 +322,17 @@ impl PostgresParser {
                     }
                 }
             }
-            if pos + 5 > head.len() {
+            // A header cut by the chunk's end, or a whole header whose body is
+            // all in later chunks (a client writing tag, length and text
+            // separately): carried to the next chunk, so the SQL is read there.
+            let body_follows = pos + 5 == head.len() && be32(head, pos + 1).is_some_and(|l| l > 4);
+            if pos + 5 > head.len() || body_follows {
                 known_end = self.carry_header(0, head, pos, len, known_end);
+                if known_end == len {
+                    break;
+                }
+            }
+            if pos + 5 > head.len() {
                 break;
             }
             let tag = head[pos];
@@ -937,6 +946,37 @@ mod tests {
             _ => None,
         });
         assert!(detail.unwrap().starts_with("prepared statement \"P_"));
+    }
+
+    #[test]
+    fn a_query_written_in_pieces_keeps_its_sql() {
+        // Tag, length and text in three sends (a hand-written client did this).
+        let q = query("SELECT pg_sleep(0.2)");
+        let mut p = PostgresParser::default();
+        let complete = msg(b'C', b"SELECT 1\0");
+        let resp = [complete, READY.to_vec()].concat();
+        let ev = feed_all(
+            &mut p,
+            &[
+                (Direction::Request, &q[..1]),
+                (Direction::Request, &q[1..5]),
+                (Direction::Request, &q[5..]),
+                (Direction::Response, &resp),
+            ],
+        );
+        assert_eq!(describe(&ev), lines(&["> SELECT SELECT pg_sleep(?)", "< OK"]));
+        let detail = ev.iter().find_map(|e| match e {
+            ParseEvent::Start { info: Info::Request(r), .. } => Some(r.detail.clone()),
+            _ => None,
+        });
+        assert_eq!(detail.as_deref(), Some("SELECT pg_sleep(0.2)"));
+        assert_eq!(p.gave_up(), 0);
+        // The header alone in a chunk, the text in the next one.
+        let mut p = PostgresParser::default();
+        let chunks: [(Direction, &[u8]); 3] =
+            [(Direction::Request, &q[..5]), (Direction::Request, &q[5..]), (Direction::Response, &resp)];
+        let ev = feed_all(&mut p, &chunks);
+        assert_eq!(describe(&ev), lines(&["> SELECT SELECT pg_sleep(?)", "< OK"]));
     }
 
     #[test]
