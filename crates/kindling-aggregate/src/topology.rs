@@ -234,7 +234,7 @@ pub(crate) fn node_of(e: &Endpoint) -> Node {
 
 impl Edge {
     /// An edge with no requests (only TCP health).
-    pub(crate) fn empty(src: &str, dst: &str, dst_port: u16) -> Edge {
+    pub fn empty(src: &str, dst: &str, dst_port: u16) -> Edge {
         Edge {
             src: src.to_string(),
             dst: dst.to_string(),

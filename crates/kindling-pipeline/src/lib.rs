@@ -289,13 +289,13 @@ impl Pipeline {
         let mut out = std::mem::take(&mut self.out);
         for mut r in out.drain(..) {
             r.tcp = self.net.during(&r.src, &r.dst, r.start_ts_ns, r.end_ts_ns);
-            let edge = self.aggregate_one(&r);
+            let me = self.workloads.of(r.pid, &r.comm);
+            let edge = self.aggregate_one(&r, &me);
             if self.track_edges {
                 self.emitted_edges.push(edge);
             }
             let r = Arc::new(r);
-            let workload = self.workloads.of(r.pid, &r.comm);
-            self.traceprof.observe(&r, &workload.name, &self.profiling.timelines);
+            self.traceprof.observe(&r, &me.name, &self.profiling.timelines);
             self.recent.push(r.clone());
             self.emitted.push(r);
             self.requests += 1;
@@ -307,14 +307,13 @@ impl Pipeline {
     /// Names both ends of a request and counts it. A call seen from both
     /// ends counts once on the service map, from its client.
     /// Returns the edge's (client node, server node) ids when edges are tracked.
-    fn aggregate_one(&mut self, r: &RequestRecord) -> (String, String) {
-        let me = self.workloads.of(r.pid, &r.comm);
+    fn aggregate_one(&mut self, r: &RequestRecord, me: &Arc<Workload>) -> (String, String) {
         let track = self.track_edges;
         let ids = |c: &Endpoint, s: &Endpoint| if track { (c.node_id.clone(), s.node_id.clone()) } else { Default::default() };
         match r.side {
             Side::Client => {
                 let server_w = self.owners.listener_of(&r.dst).map(|pid| self.workloads.of(pid, ""));
-                let client = self.endpoints.of(&me, r.src.ip()).clone();
+                let client = self.endpoints.of(me, r.src.ip()).clone();
                 let server = match &server_w {
                     Some(w) => self.endpoints.of(w, r.dst.ip()),
                     None => self.endpoints.external(r.dst.ip()),
@@ -325,7 +324,7 @@ impl Pipeline {
             }
             Side::Server => {
                 let client_w = self.owners.client_of(&r.src).map(|pid| self.workloads.of(pid, ""));
-                let server = self.endpoints.of(&me, r.dst.ip()).clone();
+                let server = self.endpoints.of(me, r.dst.ip()).clone();
                 let (client, edge) = match &client_w {
                     Some(w) => (self.endpoints.of(w, r.src.ip()), false),
                     None => (self.endpoints.external(r.src.ip()), true),

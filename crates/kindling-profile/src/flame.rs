@@ -65,21 +65,14 @@ pub struct RawProfile {
 impl RawProfile {
     /// Collects `[t0, t1)` of `pid`. Samples count `sample_period_ns` each.
     pub fn collect(tl: &Timelines, pid: u32, t0: u64, t1: u64, kind: ProfileType, sample_period_ns: u64) -> RawProfile {
-        let mut agg: HashMap<(Option<&'static str>, usize, usize), RawStack> = HashMap::new();
-        let key = |f: &Option<Frames>| f.as_ref().map(|a| Arc::as_ptr(a) as *const u64 as usize).unwrap_or(0);
+        let mut agg: Agg = HashMap::new();
         let mut samples = 0;
         let mut offcpu_ns: HashMap<&'static str, u64> = HashMap::new();
         if kind != ProfileType::OffCpu {
             let root = (kind == ProfileType::Both).then_some("oncpu");
             for s in tl.samples(pid, t0, t1) {
                 samples += 1;
-                let e = agg.entry((root, key(&s.kstack), key(&s.ustack))).or_insert_with(|| RawStack {
-                    root,
-                    kstack: s.kstack.clone(),
-                    ustack: s.ustack.clone(),
-                    count: 0,
-                    weight_ns: 0,
-                });
+                let e = entry(&mut agg, root, &s.kstack, &s.ustack);
                 e.count += 1;
                 e.weight_ns += sample_period_ns;
             }
@@ -92,19 +85,56 @@ impl RawProfile {
                     continue;
                 }
                 let root = Some(reason.name());
-                let e = agg.entry((root, key(&s.kstack), key(&s.ustack))).or_insert_with(|| RawStack {
-                    root,
-                    kstack: s.kstack.clone(),
-                    ustack: s.ustack.clone(),
-                    count: 0,
-                    weight_ns: 0,
-                });
-                e.weight_ns += s.duration_ns();
+                entry(&mut agg, root, &s.kstack, &s.ustack).weight_ns += s.duration_ns();
             }
         }
         let mut stacks: Vec<RawStack> = agg.into_values().collect();
         stacks.sort_by_key(|s| std::cmp::Reverse(s.weight_ns));
         RawProfile { pid, kind, start_ns: t0, end_ns: t1, sample_period_ns, stacks, samples, offcpu_ns }
+    }
+}
+
+/// Raw stacks by (root, kernel stack, user stack): stacks are interned, so
+/// their pointers identify them.
+type Agg = HashMap<(Option<&'static str>, usize, usize), RawStack>;
+
+/// The aggregate of one (root, kernel stack, user stack).
+fn entry<'a>(agg: &'a mut Agg, root: Option<&'static str>, k: &Option<Frames>, u: &Option<Frames>) -> &'a mut RawStack {
+    let key = |f: &Option<Frames>| f.as_ref().map(|a| Arc::as_ptr(a) as *const u64 as usize).unwrap_or(0);
+    agg.entry((root, key(k), key(u)))
+        .or_insert_with(|| RawStack { root, kstack: k.clone(), ustack: u.clone(), count: 0, weight_ns: 0 })
+}
+
+/// Builds a [`Profile`]'s frames and stacks: names interned in first-seen
+/// order, equal stacks merged, heaviest first. Every flame graph is made so.
+#[derive(Default)]
+pub struct StackMerger {
+    index: HashMap<Arc<str>, u32>,
+    merged: HashMap<Vec<u32>, (u64, u64)>,
+}
+
+impl StackMerger {
+    /// One stack, root frame first, with its sample count and weight.
+    pub fn add(&mut self, p: &mut Profile, root_first: impl IntoIterator<Item = Arc<str>>, count: u64, weight_ns: u64) {
+        let ids: Vec<u32> = root_first
+            .into_iter()
+            .map(|n| {
+                let next = self.index.len() as u32;
+                *self.index.entry(n.clone()).or_insert_with(|| {
+                    p.frames.push(n);
+                    next
+                })
+            })
+            .collect();
+        let e = self.merged.entry(ids).or_default();
+        e.0 += count;
+        e.1 += weight_ns;
+    }
+
+    /// Fills `p.stacks`, heaviest first.
+    pub fn finish(self, p: &mut Profile) {
+        p.stacks = self.merged.into_iter().map(|(k, (c, w))| (k, c, w)).collect();
+        p.stacks.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
     }
 }
 
@@ -152,8 +182,7 @@ impl Profile {
             sample_period_ns: raw.sample_period_ns,
             ..Default::default()
         };
-        let mut index: HashMap<Arc<str>, u32> = HashMap::new();
-        let mut merged: HashMap<Vec<u32>, (u64, u64)> = HashMap::new();
+        let mut merger = StackMerger::default();
         for s in &raw.stacks {
             let mut names: Vec<Arc<str>> = Vec::new();
             if let Some(r) = s.root {
@@ -170,22 +199,9 @@ impl Profile {
             if names.is_empty() || (s.root.is_some() && names.len() == 1) {
                 names.push("[no stack]".into());
             }
-            let ids: Vec<u32> = names
-                .into_iter()
-                .map(|n| {
-                    let next = index.len() as u32;
-                    *index.entry(n.clone()).or_insert_with(|| {
-                        p.frames.push(n);
-                        next
-                    })
-                })
-                .collect();
-            let e = merged.entry(ids).or_default();
-            e.0 += s.count;
-            e.1 += s.weight_ns;
+            merger.add(&mut p, names, s.count, s.weight_ns);
         }
-        p.stacks = merged.into_iter().map(|(k, (c, w))| (k, c, w)).collect();
-        p.stacks.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+        merger.finish(&mut p);
         p
     }
 

@@ -274,12 +274,7 @@ impl GoMarks {
         self.procs.entry(pid).or_default().marks.push_back(m);
         self.marks += 1;
         while self.marks > max_marks {
-            let Some(p) = self
-                .procs
-                .values_mut()
-                .filter(|p| !p.marks.is_empty())
-                .min_by_key(|p| p.marks.front().map(|m| m.ts_ns).unwrap_or(u64::MAX))
-            else {
+            let Some(p) = crate::timeline::oldest(self.procs.values_mut(), |p| p.marks.front().map(|m| m.ts_ns)) else {
                 break;
             };
             p.marks.pop_front();

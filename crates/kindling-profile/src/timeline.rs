@@ -173,6 +173,15 @@ struct Process {
     followed: bool,
 }
 
+/// The process whose oldest entry (`front`: its time, None when it has
+/// none) is the oldest of all: the one a bound evicts from.
+pub(crate) fn oldest<'a, P: 'a>(
+    procs: impl Iterator<Item = &'a mut P>,
+    front: impl Fn(&P) -> Option<u64>,
+) -> Option<&'a mut P> {
+    procs.filter_map(|p| front(p).map(|t| (t, p))).min_by_key(|(t, _)| *t).map(|(_, p)| p)
+}
+
 /// Distinct targets shared by slices at most.
 const TARGETS_MAX: usize = 16_384;
 
@@ -304,7 +313,9 @@ impl Timelines {
             return None;
         }
         let p = self.procs.entry(ev.pid).or_insert_with(|| Process { since_ns: ev.ts_ns, ..Default::default() });
-        if p.names.len() < 100_000 || p.names.contains_key(&ev.tid) {
+        // Per event: only a new or renamed thread allocates its name.
+        let changed = p.names.get(&ev.tid).is_none_or(|n| n.as_bytes() != ev.comm.as_bytes());
+        if changed && (p.names.len() < 100_000 || p.names.contains_key(&ev.tid)) {
             p.names.insert(ev.tid, ev.comm.to_string_lossy());
         }
         Some(p)
@@ -439,12 +450,7 @@ impl Timelines {
     /// Evicts the oldest data beyond the size bounds.
     fn bound(&mut self) {
         while self.slices > self.cfg.max_slices {
-            let Some(p) = self
-                .procs
-                .values_mut()
-                .filter(|p| !p.slices.is_empty())
-                .min_by_key(|p| p.slices.front().map(|s| s.end_ns).unwrap_or(u64::MAX))
-            else {
+            let Some(p) = oldest(self.procs.values_mut(), |p| p.slices.front().map(|s| s.end_ns)) else {
                 break;
             };
             if let Some(s) = p.slices.pop_front() {
@@ -454,12 +460,7 @@ impl Timelines {
             self.evicted += 1;
         }
         while self.samples > self.cfg.max_samples {
-            let Some(p) = self
-                .procs
-                .values_mut()
-                .filter(|p| !p.samples.is_empty())
-                .min_by_key(|p| p.samples.front().map(|s| s.ts_ns).unwrap_or(u64::MAX))
-            else {
+            let Some(p) = oldest(self.procs.values_mut(), |p| p.samples.front().map(|s| s.ts_ns)) else {
                 break;
             };
             if let Some(s) = p.samples.pop_front() {

@@ -311,7 +311,7 @@ impl Reader {
         for (src, dst, proto, port, n, f, tcp) in rows {
             let key = (src.clone(), dst.clone(), proto.clone(), port);
             let (e, rtt_sum, rtt_n) = edges.entry(key).or_insert_with(|| {
-                let mut e = empty_edge(&src, &dst, port);
+                let mut e = Edge::empty(&src, &dst, port);
                 e.protocol = Protocol::from_name(&proto).unwrap_or(Protocol::Tcp);
                 (e, 0.0, 0)
             });
@@ -436,28 +436,3 @@ impl Reader {
     }
 }
 
-fn empty_edge(src: &str, dst: &str, port: u16) -> Edge {
-    Edge {
-        src: src.to_string(),
-        dst: dst.to_string(),
-        protocol: Protocol::Tcp,
-        dst_port: port,
-        requests: 0,
-        errors: 0,
-        error_rate: 0.0,
-        slow: 0,
-        rps: 0.0,
-        avg_ms: 0.0,
-        p50_ms: 0.0,
-        p95_ms: 0.0,
-        p99_ms: 0.0,
-        max_ms: 0.0,
-        bytes_sent: 0,
-        bytes_received: 0,
-        retransmits: None,
-        rtt_ms: None,
-        resets: None,
-        connect_failures: None,
-        drops: None,
-    }
-}

@@ -70,7 +70,6 @@ struct Stacks<'a> {
     pid: u32,
     sym: &'a mut Symbolizer,
     full: HashMap<StackKey, Arc<Vec<String>>>,
-    user: HashMap<Frames, Arc<Vec<String>>>,
 }
 
 impl Stacks<'_> {
@@ -83,16 +82,6 @@ impl Stacks<'_> {
         self.full.insert(key, v.clone());
         v
     }
-
-    fn user(&mut self, u: &Frames) -> Arc<Vec<String>> {
-        if let Some(v) = self.user.get(u) {
-            return v.clone();
-        }
-        let v: Arc<Vec<String>> =
-            Arc::new(slice_stack(self.pid, &None, &Some(u.clone()), self.sym).iter().map(|f| f.to_string()).collect());
-        self.user.insert(u.clone(), v.clone());
-        v
-    }
 }
 
 pub fn assemble(inp: &Input<'_>, tl: &Timelines, sym: &mut Symbolizer) -> TraceProfile {
@@ -102,7 +91,7 @@ pub fn assemble(inp: &Input<'_>, tl: &Timelines, sym: &mut Symbolizer) -> TraceP
     let g = gather(tl, r, w0, w1);
     let path = critical_path(&g.threads, g.req_tid, g.resp_tid, start, end);
     sym.refresh_perf_map(r.pid);
-    let mut stacks = Stacks { pid: r.pid, sym, full: HashMap::new(), user: HashMap::new() };
+    let mut stacks = Stacks { pid: r.pid, sym, full: HashMap::new() };
 
     // Which threads to show, and why.
     let by_tid: HashMap<u32, &ThreadTimeline> = g.threads.iter().map(|t| (t.tid, t)).collect();
@@ -124,17 +113,15 @@ pub fn assemble(inp: &Input<'_>, tl: &Timelines, sym: &mut Symbolizer) -> TraceP
     }
 
     // On-CPU samples on the path: the flame graph and the top function.
-    let on_path: Vec<&Sample> = g
-        .samples
-        .iter()
-        .filter(|x| path.iter().any(|s| s.state == State::OnCpu && s.tid == x.tid && (s.start_ns..s.end_ns).contains(&x.ts_ns)))
-        .collect();
+    let samples = SampleIndex::new(&g.samples);
+    let on_path: Vec<&Sample> =
+        path.iter().filter(|s| s.state == State::OnCpu).flat_map(|s| samples.of(s.tid, s.start_ns, s.end_ns).iter().copied()).collect();
     let mut agg: HashMap<Arc<Vec<String>>, u64> = HashMap::new();
     let mut user_stacks: Vec<Arc<Vec<String>>> = Vec::new();
     for x in &on_path {
         *agg.entry(stacks.full(&x.kstack, &x.ustack)).or_default() += 1;
-        if let Some(u) = &x.ustack {
-            user_stacks.push(stacks.user(u));
+        if x.ustack.is_some() {
+            user_stacks.push(stacks.full(&None, &x.ustack));
         }
     }
     let mut oncpu_stacks: Vec<StackWeight> = agg
@@ -154,7 +141,7 @@ pub fn assemble(inp: &Input<'_>, tl: &Timelines, sym: &mut Symbolizer) -> TraceP
                 .map(|t| {
                     let keep = nearest(&t.slices, start, end, per_thread);
                     left_out += (t.slices.len() - keep.len()) as u64;
-                    keep.into_iter().map(|s| slice_doc(s, &g.samples, &mut stacks)).collect()
+                    keep.into_iter().map(|s| slice_doc(s, &samples, &mut stacks)).collect()
                 })
                 .unwrap_or_default();
             // The path's stretches no slice reports yet (a thread's current run).
@@ -166,7 +153,7 @@ pub fn assemble(inp: &Input<'_>, tl: &Timelines, sym: &mut Symbolizer) -> TraceP
                     target: None,
                     syscall: None,
                     waker_tid: 0,
-                    stack: top_sample_stack(&g.samples, *tid, s.start_ns, s.end_ns, &mut stacks),
+                    stack: top_sample_stack(&samples, *tid, s.start_ns, s.end_ns, &mut stacks),
                     downstream: Vec::new(),
                 });
             }
@@ -254,7 +241,31 @@ fn nearest(slices: &[Slice], start: u64, end: u64, n: usize) -> Vec<&Slice> {
     v
 }
 
-fn slice_doc(s: &Slice, samples: &[Sample], stacks: &mut Stacks<'_>) -> SliceDoc {
+/// Samples by thread, in time order: a slice's samples without a scan of all.
+struct SampleIndex<'a>(HashMap<u32, Vec<&'a Sample>>);
+
+impl<'a> SampleIndex<'a> {
+    fn new(samples: &'a [Sample]) -> SampleIndex<'a> {
+        let mut by_tid: HashMap<u32, Vec<&Sample>> = HashMap::new();
+        for x in samples {
+            by_tid.entry(x.tid).or_default().push(x);
+        }
+        for v in by_tid.values_mut() {
+            v.sort_by_key(|x| x.ts_ns);
+        }
+        SampleIndex(by_tid)
+    }
+
+    /// `tid`'s samples in `[t0, t1)`.
+    fn of(&self, tid: u32, t0: u64, t1: u64) -> &[&'a Sample] {
+        let Some(v) = self.0.get(&tid) else { return &[] };
+        let a = v.partition_point(|x| x.ts_ns < t0);
+        let b = v.partition_point(|x| x.ts_ns < t1);
+        &v[a..b.max(a)]
+    }
+}
+
+fn slice_doc(s: &Slice, samples: &SampleIndex<'_>, stacks: &mut Stacks<'_>) -> SliceDoc {
     let stack = match s.state {
         State::OnCpu => top_sample_stack(samples, s.tid, s.start_ns, s.end_ns, stacks),
         State::Off(_) => stacks.full(&s.kstack, &s.ustack).to_vec(),
@@ -272,9 +283,9 @@ fn slice_doc(s: &Slice, samples: &[Sample], stacks: &mut Stacks<'_>) -> SliceDoc
 }
 
 /// The most frequent sampled stack of `tid` in `[t0, t1)`.
-fn top_sample_stack(samples: &[Sample], tid: u32, t0: u64, t1: u64, stacks: &mut Stacks<'_>) -> Vec<String> {
+fn top_sample_stack(samples: &SampleIndex<'_>, tid: u32, t0: u64, t1: u64, stacks: &mut Stacks<'_>) -> Vec<String> {
     let mut count: HashMap<Arc<Vec<String>>, u32> = HashMap::new();
-    for x in samples.iter().filter(|x| x.tid == tid && (t0..t1).contains(&x.ts_ns)) {
+    for x in samples.of(tid, t0, t1) {
         *count.entry(stacks.full(&x.kstack, &x.ustack)).or_default() += 1;
     }
     count.into_iter().max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(&a.0))).map(|(s, _)| s.to_vec()).unwrap_or_default()

@@ -59,7 +59,9 @@ impl Default for TraceProfConfig {
 /// What to do with the store.
 #[derive(Debug)]
 pub enum Action {
-    Store(Box<TraceProfile>),
+    /// A profile to keep, with its JSON (serialized once: its size is what
+    /// the disk budget counts, and what the store writes).
+    Store { profile: Box<TraceProfile>, json: String },
     /// A stored profile no longer kept (displaced in its window).
     Remove(String),
 }
@@ -121,10 +123,6 @@ impl TraceProfiler {
             stats: TraceProfStats::default(),
             now_ns: 0,
         }
-    }
-
-    pub fn config(&self) -> &TraceProfConfig {
-        &self.cfg
     }
 
     /// A completed request record, and the name of its workload (the
@@ -302,7 +300,8 @@ impl TraceProfiler {
         };
         let window = k.window;
         let doc = assemble(&input, tl, sym);
-        let bytes = serde_json::to_vec(&doc).map(|v| v.len() as u64).unwrap_or(0);
+        let Ok(json) = serde_json::to_string(&doc) else { return };
+        let bytes = json.len() as u64;
         let used = self.bytes.entry(window).or_default();
         if *used + bytes > self.cfg.max_bytes_per_window {
             self.stats.over_budget += 1;
@@ -320,7 +319,7 @@ impl TraceProfiler {
             self.records.remove(&ident);
         }
         self.stats.built += 1;
-        self.actions.push(Action::Store(Box::new(doc)));
+        self.actions.push(Action::Store { profile: Box::new(doc), json });
     }
 
     pub fn take_actions(&mut self) -> Vec<Action> {
@@ -331,10 +330,6 @@ impl TraceProfiler {
         TraceProfStats { sampler: self.sampler.stats().clone(), ..self.stats.clone() }
     }
 
-    /// Requests held at most: the sampler's members plus kept-but-unbuilt.
-    pub fn held(&self) -> usize {
-        self.records.len()
-    }
 }
 
 /// A profile's id: stable for a request (its process, connection and start).

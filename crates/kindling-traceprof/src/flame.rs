@@ -3,8 +3,8 @@
 //! their time under a root frame naming the wait (`offcpu:net`, ...).
 
 use crate::doc::TraceProfile;
+use kindling_profile::flame::StackMerger;
 use kindling_profile::{Profile, ProfileType};
-use std::collections::HashMap;
 use std::sync::Arc;
 
 pub fn flame(p: &TraceProfile, kind: ProfileType) -> Profile {
@@ -17,22 +17,10 @@ pub fn flame(p: &TraceProfile, kind: ProfileType) -> Profile {
         sample_period_ns: period,
         ..Default::default()
     };
-    let mut index: HashMap<String, u32> = HashMap::new();
-    let mut merged: HashMap<Vec<u32>, (u64, u64)> = HashMap::new();
+    let mut merger = StackMerger::default();
     let mut add = |root: Option<String>, leaf_first: &[String], count: u64, weight: u64, out: &mut Profile| {
-        let names = root.into_iter().chain(leaf_first.iter().rev().cloned());
-        let ids: Vec<u32> = names
-            .map(|n| {
-                let next = index.len() as u32;
-                *index.entry(n.clone()).or_insert_with(|| {
-                    out.frames.push(Arc::from(n.as_str()));
-                    next
-                })
-            })
-            .collect();
-        let e = merged.entry(ids).or_default();
-        e.0 += count;
-        e.1 += weight;
+        let names = root.into_iter().chain(leaf_first.iter().rev().cloned()).map(|n| Arc::from(n.as_str()));
+        merger.add(out, names, count, weight);
     };
     if matches!(kind, ProfileType::OnCpu | ProfileType::Both) {
         for s in &p.oncpu_stacks {
@@ -54,7 +42,6 @@ pub fn flame(p: &TraceProfile, kind: ProfileType) -> Profile {
             add(Some(format!("offcpu:{}", seg.state)), &stack, 1, seg.end_ns.saturating_sub(seg.start_ns), &mut out);
         }
     }
-    out.stacks = merged.into_iter().map(|(k, (c, w))| (k, c, w)).collect();
-    out.stacks.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
+    merger.finish(&mut out);
     out
 }

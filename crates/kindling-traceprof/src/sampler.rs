@@ -188,10 +188,6 @@ impl Sampler {
         Sampler { cfg, windows: BTreeMap::new(), newest: 0, stats: SamplerStats::default() }
     }
 
-    pub fn config(&self) -> &SamplerConfig {
-        &self.cfg
-    }
-
     pub fn window_of(&self, end_ns: u64) -> u64 {
         end_ns / self.cfg.window_ns.max(1)
     }

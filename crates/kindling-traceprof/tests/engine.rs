@@ -81,7 +81,10 @@ fn stored(actions: Vec<Action>) -> (Vec<kindling_traceprof::TraceProfile>, Vec<S
     let (mut s, mut r) = (Vec::new(), Vec::new());
     for a in actions {
         match a {
-            Action::Store(p) => s.push(*p),
+            Action::Store { profile, json } => {
+                assert_eq!(serde_json::to_string(&profile).unwrap(), json, "the JSON is the profile's");
+                s.push(*profile)
+            }
             Action::Remove(id) => r.push(id),
         }
     }

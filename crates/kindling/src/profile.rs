@@ -103,6 +103,8 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
             let _ = control.new_stack_generation();
         }
     };
+    let alive_path = format!("/proc/{}", args.pid);
+    let mut last_alive_check = std::time::Instant::now();
     while !stop.load(Ordering::Relaxed) {
         let Some(left) = args.duration.checked_sub(started.elapsed()) else { break };
         match rx.recv_timeout(left.min(Duration::from_millis(100))) {
@@ -110,9 +112,13 @@ pub fn run(args: ProfileArgs) -> anyhow::Result<()> {
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
-        if !std::path::Path::new(&format!("/proc/{}", args.pid)).exists() {
-            eprintln!("kindling: process {} exited", args.pid);
-            break;
+        // A stat per 100 ms, not per event.
+        if last_alive_check.elapsed() >= Duration::from_millis(100) {
+            last_alive_check = std::time::Instant::now();
+            if !std::path::Path::new(&alive_path).exists() {
+                eprintln!("kindling: process {} exited", args.pid);
+                break;
+            }
         }
     }
     let t1 = crate::source::now_ns();

@@ -161,8 +161,16 @@ fn store_profiles(p: &mut Pipeline, store: &kindling_store::Store) {
     let h = store.handle();
     for a in p.take_profile_actions() {
         match a {
-            kindling_traceprof::Action::Store(doc) => {
-                h.profile(&*doc);
+            kindling_traceprof::Action::Store { profile, json } => {
+                h.profile_row(kindling_store::ProfileRow {
+                    id: profile.id,
+                    start_ts_ns: profile.request.start_ts_ns,
+                    trace_id: profile.trace_id,
+                    endpoint: profile.request.endpoint,
+                    duration_ns: profile.request.duration_ns,
+                    kept_because: profile.kept_because,
+                    profile: json,
+                });
             }
             kindling_traceprof::Action::Remove(id) => {
                 h.remove_profile(&id);

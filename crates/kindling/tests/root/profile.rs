@@ -22,17 +22,10 @@ fn subjects_dir() -> PathBuf {
 /// directory (cargo's scratch space for tests), reused from run to run.
 fn build_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("profile-subjects");
-        std::fs::create_dir_all(&d).expect("creating the subjects build dir");
-        d
-    })
+    DIR.get_or_init(|| crate::util::scratch_dir("profile-subjects"))
 }
 
-fn run_ok(cmd: &mut Command, what: &str) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot run: {e} (scripts/install-deps.sh test installs it)"));
-    assert!(out.status.success(), "{what} failed: {}", String::from_utf8_lossy(&out.stderr));
-}
+use crate::util::build_ok as run_ok;
 
 /// A C subject built with frame pointers (and -g, so DWARF is there too),
 /// once per test run.

@@ -85,17 +85,8 @@ fn read_log(p: &Path) -> Vec<(u64, u64, u64, u16)> {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        // SAFETY: kill with a valid pid; SIGQUIT is nginx's graceful stop.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGQUIT) };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        // SIGQUIT is nginx's graceful stop.
+        stop_child(&mut self.child, libc::SIGQUIT, Duration::from_secs(5));
     }
 }
 
@@ -167,7 +158,7 @@ pub fn stdout_of(out: &Output) -> String {
 }
 
 /// Stops a server child: `signal`, then SIGKILL if it is still there after `grace`.
-fn stop_child(child: &mut Child, signal: i32, grace: Duration) {
+pub fn stop_child(child: &mut Child, signal: i32, grace: Duration) {
     // SAFETY: kill with our child's pid and a valid signal.
     unsafe { libc::kill(child.id() as i32, signal) };
     let deadline = Instant::now() + grace;

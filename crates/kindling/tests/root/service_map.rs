@@ -11,35 +11,46 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// `kindling run` on a free port with a temporary data dir.
+/// `kindling run` on a free port with a temporary data dir (and optionally a
+/// config file); its stderr goes to a log file, shown when it fails.
 pub struct Agent {
     child: Child,
     pub port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Agent {
     pub fn start() -> Agent {
-        let dir = tempfile::tempdir().unwrap();
+        Agent::start_with(None)
+    }
+
+    pub fn start_with(config: Option<&str>) -> Agent {
+        let dir = tempfile::tempdir().expect("a temporary dir for the agent");
+        let log = std::fs::File::create(dir.path().join("agent.log")).expect("the agent's log file");
         let port = free_port();
-        let mut child = Command::new(kindling())
-            .args(["run", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting kindling run");
+        let mut cmd = Command::new(kindling());
+        cmd.args(["run", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"]).arg(dir.path().join("data"));
+        if let Some(text) = config {
+            let conf = dir.path().join("kindling.toml");
+            std::fs::write(&conf, text).expect("writing the agent's config");
+            cmd.arg("--config").arg(conf);
+        }
+        let mut child = cmd.stdout(Stdio::null()).stderr(log).spawn().expect("starting kindling run");
         let deadline = Instant::now() + Duration::from_secs(60);
         while http_get(port, "/healthz").is_none() {
             if let Ok(Some(st)) = child.try_wait() {
-                let mut err = String::new();
-                child.stderr.take().unwrap().read_to_string(&mut err).ok();
-                panic!("kindling run exited ({st}): {err}");
+                let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
+                panic!("kindling run exited ({st}): {log}");
             }
             assert!(Instant::now() < deadline, "kindling run did not answer /healthz");
             std::thread::sleep(Duration::from_millis(200));
         }
-        Agent { child, port, _dir: dir }
+        Agent { child, port, dir }
+    }
+
+    /// What the agent wrote to stderr so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
     }
 
     pub fn get(&self, path: &str) -> (u16, String) {
@@ -55,9 +66,7 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        // SAFETY: kill with a valid pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
+        crate::servers::stop_child(&mut self.child, libc::SIGTERM, Duration::from_secs(15));
     }
 }
 

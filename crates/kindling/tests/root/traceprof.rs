@@ -8,9 +8,9 @@
 //! of the request's end (P7). A C run with more spinning threads than cores
 //! must show a run-queue share.
 
-use crate::servers::{free_port, Postgres};
-use crate::service_map::http_get;
-use crate::util::{kindling, require_root};
+use crate::servers::Postgres;
+use crate::service_map::{http_get, Agent};
+use crate::util::require_root;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -41,17 +41,10 @@ fn subjects_dir() -> PathBuf {
 /// Where the subjects are built: cargo's scratch space for tests.
 fn build_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("traceprof-subjects");
-        std::fs::create_dir_all(&d).expect("creating the subjects build dir");
-        d
-    })
+    DIR.get_or_init(|| crate::util::scratch_dir("traceprof-subjects"))
 }
 
-fn run_ok(cmd: &mut Command, what: &str) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot run: {e} (scripts/install-deps.sh test installs it)"));
-    assert!(out.status.success(), "{what} failed: {}", String::from_utf8_lossy(&out.stderr));
-}
+use crate::util::build_ok as run_ok;
 
 // ---------------------------------------------------------------------------
 // The servers
@@ -280,56 +273,12 @@ fn new_trace(n: u64) -> (String, String) {
 // ---------------------------------------------------------------------------
 // The agent
 
-/// `kindling run --config` on a free port with a temporary data dir; its
-/// stderr goes to a file read back on failure.
-struct Agent {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
+/// What the trace-profiling tests ask the agent beyond the shared helper.
 impl Agent {
-    fn start(config: &str) -> Agent {
-        let dir = tempfile::tempdir().expect("a temporary dir for the agent");
-        let conf = dir.path().join("kindling.toml");
-        std::fs::write(&conf, config).expect("writing the agent's config");
-        let log = std::fs::File::create(dir.path().join("agent.log")).expect("the agent's log file");
-        let port = free_port();
-        let mut child = Command::new(kindling())
-            .args(["run", "--listen", &format!("127.0.0.1:{port}"), "--config"])
-            .arg(&conf)
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting kindling run");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while http_get(port, "/healthz").is_none() {
-            if let Ok(Some(st)) = child.try_wait() {
-                let log = std::fs::read_to_string(dir.path().join("agent.log")).unwrap_or_default();
-                panic!("kindling run exited ({st}): {log}");
-            }
-            assert!(Instant::now() < deadline, "kindling run did not answer /healthz");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        Agent { child, port, dir }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
-    }
-
     /// GET `path` as JSON; None when it does not answer 200.
     fn try_json(&self, path: &str) -> Option<Value> {
         let (code, body) = http_get(self.port, path)?;
         (code == 200).then(|| serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: bad JSON {e}: {body}")))
-    }
-
-    fn json(&self, path: &str) -> Value {
-        let (code, body) = http_get(self.port, path).unwrap_or_else(|| panic!("GET {path} failed"));
-        assert_eq!(code, 200, "GET {path}: {body}");
-        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: bad JSON {e}: {body}"))
     }
 
     /// What the agent knows of a trace that has no profile: its request
@@ -374,21 +323,6 @@ impl Agent {
     }
 }
 
-impl Drop for Agent {
-    fn drop(&mut self) {
-        // SAFETY: kill with our child's pid and a valid signal.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Reading a profile
@@ -552,7 +486,7 @@ fn three_requests_match_the_servers_clock(lang: Lang) {
     require_root();
     let pg = Postgres::start();
     let server = Server::start(lang, pg.port);
-    let agent = Agent::start(&config(server.pid()));
+    let agent = Agent::start_with(Some(&config(server.pid())));
     warm_up(&server, lang.warmups());
     let mut problems = Vec::new();
     for i in 0..3u64 {
@@ -586,7 +520,7 @@ fn starved_request(tag: &str) -> (Measured, u32) {
     require_root();
     let pg = Postgres::start();
     let server = Server::start(Lang::C, pg.port);
-    let agent = Agent::start(&config(server.pid()));
+    let agent = Agent::start_with(Some(&config(server.pid())));
     warm_up(&server, Lang::C.warmups());
     let spinners = 4;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());

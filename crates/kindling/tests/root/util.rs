@@ -300,3 +300,17 @@ pub fn replay(file: &Path) -> Vec<String> {
     assert!(out.status.success(), "kindling replay failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).expect("UTF-8 replay output").lines().map(str::to_string).collect()
 }
+
+/// A directory under cargo's scratch space for tests (`CARGO_TARGET_TMPDIR`),
+/// created; subjects are built there and reused from run to run.
+pub fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let d = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("creating {}: {e}", d.display()));
+    d
+}
+
+/// Runs a build step (gcc, javac, go build); fails the test with its stderr.
+pub fn build_ok(cmd: &mut std::process::Command, what: &str) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot run: {e} (scripts/install-deps.sh test installs it)"));
+    assert!(out.status.success(), "{what} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
