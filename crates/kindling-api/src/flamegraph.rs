@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use kindling_profile::{Format, Profile, ProfileType, RawProfile, Symbolizer};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Longest window one request may ask for.
 pub const MAX_SECONDS: u64 = 300;
@@ -50,19 +50,30 @@ pub fn flame_query(q: &HashMap<String, String>) -> Result<FlameQuery, ParamError
             .ok_or_else(|| ParamError::new("seconds", v, "a number of seconds from 1 to 300"))?,
         None => 10,
     };
+    let (kind, format) = kind_and_format(q, ProfileType::OnCpu)?;
+    Ok(FlameQuery { pid, seconds, kind, format })
+}
+
+/// `type=oncpu|offcpu|both` (default `default_kind`) and
+/// `format=folded|pprof|speedscope` (default folded) of any flame graph route.
+pub fn kind_and_format(
+    q: &HashMap<String, String>,
+    default_kind: ProfileType,
+) -> Result<(ProfileType, Format), ParamError> {
+    let get = |k: &str| q.get(k).map(String::as_str).filter(|v| !v.is_empty());
     let kind = match get("type") {
         Some(v) => ProfileType::from_name(v).ok_or_else(|| ParamError::new("type", v, "oncpu, offcpu or both"))?,
-        None => ProfileType::OnCpu,
+        None => default_kind,
     };
     let format = match get("format") {
         Some(v) => Format::from_name(v).ok_or_else(|| ParamError::new("format", v, "folded, pprof or speedscope"))?,
         None => Format::Folded,
     };
-    Ok(FlameQuery { pid, seconds, kind, format })
+    Ok((kind, format))
 }
 
 fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    kindling_store::now_ns()
 }
 
 fn error(code: StatusCode, msg: String) -> Response {

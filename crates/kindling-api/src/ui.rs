@@ -347,31 +347,12 @@ async fn profiles(State(s): State<Arc<ApiState>>, Query(q): Params) -> Response 
 /// the kept profile's critical path as a flame graph (on-CPU samples; off-CPU
 /// waits weighted by their time under `offcpu:<reason>`). Default: both, folded.
 async fn profile_flamegraph(State(s): State<Arc<ApiState>>, Path(id): Path<String>, Query(q): Params) -> Response {
-    let kind = match get(&q, "type") {
-        Some(v) => match kindling_profile::ProfileType::from_name(v) {
-            Some(k) => k,
-            None => return bad(ParamError::new("type", v, "oncpu, offcpu or both")),
-        },
-        None => kindling_profile::ProfileType::Both,
+    let (kind, format) = match crate::flamegraph::kind_and_format(&q, kindling_profile::ProfileType::Both) {
+        Ok(v) => v,
+        Err(e) => return bad(e),
     };
-    let format = match get(&q, "format") {
-        Some(v) => match kindling_profile::Format::from_name(v) {
-            Some(f) => f,
-            None => return bad(ParamError::new("format", v, "folded, pprof or speedscope")),
-        },
-        None => kindling_profile::Format::Folded,
-    };
-    if id.len() > 200 {
-        return bad(ParamError::new("id", &id, "a trace-profile id"));
-    }
-    let st = match store(&s) {
-        Ok(st) => st,
-        Err(r) => return r,
-    };
-    let key = id.clone();
-    let v = match blocking(move || st.reader().profile(&key)).await {
-        Ok(Some(v)) => v,
-        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no kept trace-profile {id:?}")),
+    let v = match stored_profile(&s, &id).await {
+        Ok(v) => v,
         Err(r) => return r,
     };
     let doc: kindling_traceprof::TraceProfile = match serde_json::from_value(v) {
@@ -383,17 +364,21 @@ async fn profile_flamegraph(State(s): State<Arc<ApiState>>, Path(id): Path<Strin
 }
 
 async fn profile(State(s): State<Arc<ApiState>>, Path(id): Path<String>) -> Response {
-    if id.len() > 200 {
-        return bad(ParamError::new("id", &id, "a trace-profile id"));
-    }
-    let st = match store(&s) {
-        Ok(st) => st,
-        Err(r) => return r,
-    };
-    let key = id.clone();
-    match blocking(move || st.reader().profile(&key)).await {
-        Ok(Some(v)) => Json(v).into_response(),
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no kept trace-profile {id:?}")),
+    match stored_profile(&s, &id).await {
+        Ok(v) => Json(v).into_response(),
         Err(r) => r,
+    }
+}
+
+/// A kept trace-profile from the store, or the error response (400, 404, 503).
+async fn stored_profile(s: &ApiState, id: &str) -> Result<Value, Response> {
+    if id.len() > 200 {
+        return Err(bad(ParamError::new("id", id, "a trace-profile id")));
+    }
+    let st = store(s)?;
+    let key = id.to_string();
+    match blocking(move || st.reader().profile(&key)).await? {
+        Some(v) => Ok(v),
+        None => Err(error(StatusCode::NOT_FOUND, format!("no kept trace-profile {id:?}"))),
     }
 }

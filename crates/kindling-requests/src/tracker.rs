@@ -511,7 +511,7 @@ impl Tracker {
     fn close_as(&mut self, key: ConnKey, ts: u64, out: &mut Vec<RequestRecord>, closed: bool) {
         let Some(mut c) = self.conns.remove(&key) else { return };
         self.unindex(c.pid, key);
-        end_open_ended(&mut c);
+        // Every response ends with its connection (open-ended ones included).
         for p in c.pending.iter_mut() {
             if let Some((_, m)) = &mut p.resp {
                 m.done = true;
@@ -665,15 +665,16 @@ fn emit_done(c: &mut Conn, cfg: &TrackerConfig, out: &mut Vec<RequestRecord>) {
     if !c.pending.iter().any(|p| p.resp.as_ref().is_some_and(|(_, m)| m.done)) {
         return;
     }
-    let mut keep = VecDeque::with_capacity(c.pending.len());
-    while let Some(p) = c.pending.pop_front() {
+    // Rotates in place: each pending request is looked at once, the
+    // unfinished ones go back in their order.
+    for _ in 0..c.pending.len() {
+        let Some(p) = c.pending.pop_front() else { break };
         if p.resp.as_ref().is_some_and(|(_, m)| m.done) {
             out.push(build(c, p, cfg, None));
         } else {
-            keep.push_back(p);
+            c.pending.push_back(p);
         }
     }
-    c.pending = keep;
 }
 
 fn build(c: &Conn, p: Pending, cfg: &TrackerConfig, missing: Option<&str>) -> RequestRecord {
