@@ -1,5 +1,7 @@
 //! Goroutine following: attaches the sched module's Go runtime programs
-//! (`kd_go_execute`, `kd_go_park`, `kd_go_exit`) to the executables of the
+//! (`kd_go_execute`, `kd_go_park`, `kd_go_exit`, `kd_go_ready` on
+//! `runtime.ready` and `runtime.exitsyscall0`, `kd_go_injectglist`,
+//! `kd_go_pollwait`) to the executables of the
 //! followed processes that are Go programs, one uprobe perf event per
 //! function and process, and fills the module's `go_params` map.
 //!
@@ -28,7 +30,6 @@ pub(crate) struct GoProgs {
     pub park: OwnedFd,
     pub exit: OwnedFd,
     pub ready: OwnedFd,
-    pub exitsyscall0: OwnedFd,
     pub injectglist: OwnedFd,
     pub pollwait: OwnedFd,
 }
@@ -142,7 +143,8 @@ impl GoFollower {
             (pollwait, &self.progs.pollwait),
             (rt.goexit1, &self.progs.exit),
             (rt.ready, &self.progs.ready),
-            (rt.exitsyscall0, &self.progs.exitsyscall0),
+            // The same program: both make a goroutine runnable (gp in AX).
+            (rt.exitsyscall0, &self.progs.ready),
             (injectglist, &self.progs.injectglist),
         ] {
             if let Some(off) = off {
@@ -158,10 +160,16 @@ const PERF_EVENT_IOC_ENABLE: u64 = 0x2400;
 const PERF_EVENT_IOC_SET_BPF: u64 = 0x4004_2408;
 const PERF_FLAG_FD_CLOEXEC: u64 = 1 << 3;
 
-/// The uprobe PMU's type (dynamic; /sys/bus/event_source/devices/uprobe/type).
+/// The uprobe PMU's type (dynamic; /sys/bus/event_source/devices/uprobe/type),
+/// read once.
 fn uprobe_type() -> std::io::Result<u32> {
+    static TYPE: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    if let Some(t) = TYPE.get() {
+        return Ok(*t);
+    }
     let t = std::fs::read_to_string("/sys/bus/event_source/devices/uprobe/type")?;
-    t.trim().parse().map_err(std::io::Error::other)
+    let t: u32 = t.trim().parse().map_err(std::io::Error::other)?;
+    Ok(*TYPE.get_or_init(|| t))
 }
 
 /// An entry uprobe at `offset` of the file `path` names, for process `pid`,

@@ -55,3 +55,32 @@ same!(kd_fork_event.child_tid == fork::CHILD_TID);
 
 const _: () = assert!(size_of::<types::kd_rename_event>() == rename::SIZE);
 same!(kd_rename_event.newcomm == rename::NEWCOMM);
+
+/// The tcp module's record (`kd_tcp_event`, decoded by `kindling_events::tcp`).
+mod tcp {
+    use crate::tcp_skel::types;
+    use kindling_events::tcp::layout;
+    use std::mem::{offset_of, size_of};
+
+    macro_rules! same {
+        ($ty:ident . $field:ident == $konst:expr) => {
+            const _: () = assert!(offset_of!(types::$ty, $field) == $konst);
+        };
+    }
+
+    const _: () = assert!(size_of::<types::kd_tcp_event>() == layout::SIZE);
+    same!(kd_tcp_event.sock_id == layout::SOCK_ID);
+    same!(kd_tcp_event.saddr == layout::SADDR);
+    same!(kd_tcp_event.daddr == layout::DADDR);
+    same!(kd_tcp_event.sport == layout::SPORT);
+    same!(kd_tcp_event.dport == layout::DPORT);
+    same!(kd_tcp_event.family == layout::FAMILY);
+    same!(kd_tcp_event.proto == layout::PROTO);
+    same!(kd_tcp_event.state == layout::STATE);
+    same!(kd_tcp_event.flags == layout::FLAGS);
+    same!(kd_tcp_event.a == layout::A);
+    same!(kd_tcp_event.b == layout::B);
+    same!(kd_tcp_event.c == layout::C);
+    same!(kd_tcp_event.d == layout::D);
+    same!(kd_tcp_event.e == layout::E);
+}

@@ -78,7 +78,6 @@ pub(crate) fn setup<'obj>(
     open.progs.kd_go_park.set_autoattach(false);
     open.progs.kd_go_exit.set_autoattach(false);
     open.progs.kd_go_ready.set_autoattach(false);
-    open.progs.kd_go_exitsyscall0.set_autoattach(false);
     open.progs.kd_go_injectglist.set_autoattach(false);
     open.progs.kd_go_pollwait.set_autoattach(false);
     clear_libbpf_log();
@@ -243,7 +242,6 @@ impl SchedControl {
                 park: dup(&skel.progs.kd_go_park)?,
                 exit: dup(&skel.progs.kd_go_exit)?,
                 ready: dup(&skel.progs.kd_go_ready)?,
-                exitsyscall0: dup(&skel.progs.kd_go_exitsyscall0)?,
                 injectglist: dup(&skel.progs.kd_go_injectglist)?,
                 pollwait: dup(&skel.progs.kd_go_pollwait)?,
             };

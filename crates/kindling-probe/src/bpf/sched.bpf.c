@@ -319,7 +319,6 @@ static __always_inline void classify_fd(struct task_struct *t, int fd, struct kd
 		return;
 	__u16 fam = BPF_CORE_READ(sk, __sk_common.skc_family);
 	__u16 proto = BPF_CORE_READ(sk, sk_protocol);
-	st->fd_kind = KD_FD_SOCKET;
 	st->family = fam;
 	if ((fam != AF_INET && fam != AF_INET6) || (proto != IPPROTO_TCP && proto != IPPROTO_UDP))
 		return;
@@ -450,20 +449,19 @@ static __always_inline void switch_in(struct task_struct *next, __u64 now)
 {
 	__u32 tid = next->pid;
 	__u32 tgid = next->tgid;
+	/* Most switches are of threads not followed: one lookup decides. Entries
+	 * of processes no longer followed are removed by user space
+	 * (forget_threads) and at thread exit. */
+	if (!tgid_wanted(tgid))
+		return;
 	struct thread_state *ts = bpf_map_lookup_elem(&threads, &tid);
 	if (!ts) {
-		if (!tgid_wanted(tgid))
-			return;
 		/* First sight of a thread of interest: its turn on the CPU starts now. */
 		struct thread_state fresh = {};
 		fresh.s.hdr.tgid = tgid;
 		fresh.s.oncpu_start = now;
 		if (bpf_map_update_elem(&threads, &tid, &fresh, BPF_NOEXIST))
 			count_drop(KD_DROP_SCHED_THREAD_MAP_FULL);
-		return;
-	}
-	if (!tgid_wanted(tgid)) {
-		bpf_map_delete_elem(&threads, &tid);
 		return;
 	}
 	struct kd_sched_slice *st = &ts->s;
@@ -803,19 +801,12 @@ int BPF_KPROBE(kd_go_park)
 	return 0;
 }
 
-/* func ready(gp *g, traceskip int, next bool): gp (AX) leaves its wait,
- * runnable (mutexes, channels, timers... not the netpoller: injectglist). */
+/* gp (AX) becomes runnable. Attached to func ready(gp *g, traceskip int,
+ * next bool) (leaves its wait: mutexes, channels, timers... not the
+ * netpoller: injectglist) and to func exitsyscall0(gp *g) (via mcall: back
+ * from a syscall with no P, gp goes to the global run queue). */
 SEC("uprobe")
 int BPF_KPROBE(kd_go_ready)
-{
-	go_event(ctx, KD_EV_SCHED_GO_RUNNABLE, ctx->ax, 0, false);
-	return 0;
-}
-
-/* func exitsyscall0(gp *g) (via mcall, gp in AX): back from a syscall with
- * no P, gp goes to the global run queue and its thread stops. */
-SEC("uprobe")
-int BPF_KPROBE(kd_go_exitsyscall0)
 {
 	go_event(ctx, KD_EV_SCHED_GO_RUNNABLE, ctx->ax, 0, false);
 	return 0;
